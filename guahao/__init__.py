@@ -1,0 +1,1 @@
+"""guahao: online appointment registration for Chinese hospitals."""

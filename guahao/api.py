@@ -1,0 +1,71 @@
+"""The REST API at /api/v1: one NinjaAPI, one router per area, one error shape for all of them."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from guahao.errors import GuahaoError
+from guahao.validation import describe_validation_errors
+
+log = logging.getLogger("guahao.api")
+
+api = NinjaAPI(
+    title="guahao 挂号 API",
+    version="1",
+    description="医院线上预约挂号服务接口。错误统一为 {code, message}，message 为中文。",
+    urls_namespace="api-v1",
+)
+
+
+def _error(request: HttpRequest, status: int, code: str, message: str, **extra: object) -> HttpResponse:
+    return api.create_response(request, {"code": code, "message": message, **extra}, status=status)
+
+
+@api.exception_handler(GuahaoError)
+def on_guahao_error(request: HttpRequest, exc: GuahaoError) -> HttpResponse:
+    return _error(request, exc.status, exc.code, exc.message, **exc.detail)
+
+
+@api.exception_handler(NinjaValidationError)
+def on_validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    message, fields = describe_validation_errors(exc.errors)
+    return _error(request, 422, "validation_error", message, fields=fields)
+
+
+@api.exception_handler(AuthenticationError)
+def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(request, 401, "unauthenticated", "请先登录（登录已失效时请重新获取验证码）")
+
+
+@api.exception_handler(Http404)
+def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _error(request, 404, "not_found", "记录不存在")
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    messages = {400: "请求格式有误", 405: "不支持此请求方法", 413: "请求内容过大"}
+    return _error(request, exc.status_code, "http_error", messages.get(exc.status_code, "请求有误"))
+
+
+def _mount() -> None:
+    from guahao.booking.api import router as booking
+    from guahao.catalog.api import router as catalog
+    from guahao.patients.api import auth_router, router as patients
+    from guahao.payments.api import router as payments
+    from guahao.scheduling.api import router as scheduling
+
+    api.add_router("/auth", auth_router)
+    api.add_router("/", catalog)
+    api.add_router("/", scheduling)
+    api.add_router("/patients", patients)
+    api.add_router("/", booking)
+    api.add_router("/payments", payments)
+
+
+_mount()

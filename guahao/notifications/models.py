@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class OutboxEvent(models.Model):
+    """Written in the same transaction as the state change it reports; drained by `guahao worker`."""
+
+    topic = models.CharField(max_length=60)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+    available_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "事件"
+        indexes = [models.Index(fields=["processed_at", "available_at"])]

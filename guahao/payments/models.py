@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Payment(models.Model):
+    """One payment order at a provider for one hold. Amounts in fen."""
+
+    class State(models.TextChoices):
+        CREATED = "created", "待支付"
+        PAID = "paid", "已支付"
+        CLOSED = "closed", "已关闭"
+
+    hold = models.ForeignKey("booking.Hold", on_delete=models.PROTECT, related_name="payments")
+    account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="payments")
+    provider = models.CharField("支付机构", max_length=20)
+    channel = models.CharField("支付渠道", max_length=10)
+    insurance = models.BooleanField("医保支付", default=False)
+    out_trade_no = models.CharField("商户订单号", max_length=40, unique=True)
+    provider_trade_no = models.CharField("支付机构交易号", max_length=64, blank=True)
+    amount_fen = models.PositiveIntegerField("金额（分）")
+    refunded_fen = models.PositiveIntegerField("已退金额（分）", default=0)
+    state = models.CharField("状态", max_length=10, choices=State.choices, default=State.CREATED)
+    created_at = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "支付"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(refunded_fen__lte=models.F("amount_fen")), name="payment_refund_le_paid"
+            )
+        ]
+
+
+class Refund(models.Model):
+    class State(models.TextChoices):
+        PROCESSING = "processing", "退款中"
+        SUCCEEDED = "succeeded", "已退款"
+        FAILED = "failed", "退款失败"
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    refund_no = models.CharField("退款单号", max_length=48, unique=True)
+    amount_fen = models.PositiveIntegerField("金额（分）")
+    reason = models.CharField("原因", max_length=100)
+    state = models.CharField("状态", max_length=12, choices=State.choices, default=State.PROCESSING)
+    created_at = models.DateTimeField()
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "退款"
+
+
+class SandboxTrade(models.Model):
+    """The sandbox provider's own ledger: what a real provider keeps on its side. Our code reads it
+    only through the provider's protocol (query, notifications), never directly."""
+
+    class State(models.TextChoices):
+        NOTPAY = "NOTPAY", "未支付"
+        SUCCESS = "SUCCESS", "支付成功"
+        CLOSED = "CLOSED", "已关闭"
+
+    out_trade_no = models.CharField(max_length=40, unique=True)
+    transaction_id = models.CharField(max_length=64, unique=True)
+    amount_fen = models.PositiveIntegerField()
+    description = models.CharField(max_length=128)
+    notify_url = models.CharField(max_length=300)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.NOTPAY)
+    created_at = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+
+class SandboxRefund(models.Model):
+    class State(models.TextChoices):
+        PROCESSING = "PROCESSING", "处理中"
+        SUCCESS = "SUCCESS", "退款成功"
+
+    trade = models.ForeignKey(SandboxTrade, on_delete=models.CASCADE, related_name="refunds")
+    out_refund_no = models.CharField(max_length=48, unique=True)
+    refund_id = models.CharField(max_length=64, unique=True)
+    amount_fen = models.PositiveIntegerField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PROCESSING)
+    created_at = models.DateTimeField()
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+
+
+class SandboxNotification(models.Model):
+    """A notification the sandbox owes our callback; retried on a provider-like schedule until a 2xx."""
+
+    kind = models.CharField(max_length=20)  # TRANSACTION.SUCCESS / REFUND.SUCCESS
+    url = models.CharField(max_length=300)
+    body = models.TextField()
+    next_attempt_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True, blank=True)

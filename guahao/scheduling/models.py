@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import models
+
+
+class RegistrationType(models.Model):
+    hospital = models.ForeignKey("catalog.Hospital", on_delete=models.CASCADE, related_name="registration_types")
+    code = models.CharField("编码", max_length=20)
+    name = models.CharField("号别", max_length=20, help_text="普通号 / 专家号 / 特需号")
+    default_fee_fen = models.PositiveIntegerField("默认挂号费（分）")
+
+    class Meta:
+        verbose_name = verbose_name_plural = "号别"
+        constraints = [models.UniqueConstraint(fields=["hospital", "code"], name="registration_type_code")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ReleaseRule(models.Model):
+    """How a hospital (or one department, overriding it) releases and guards its slots."""
+
+    hospital = models.ForeignKey("catalog.Hospital", on_delete=models.CASCADE, related_name="release_rules")
+    department = models.ForeignKey(
+        "catalog.Department", on_delete=models.CASCADE, null=True, blank=True,
+        help_text="留空表示全院默认规则",
+    )
+    release_time = models.TimeField("每日放号时间", default=dt.time(7, 0))
+    window_days = models.PositiveSmallIntegerField("可预约天数", default=7)
+    online_share_percent = models.PositiveSmallIntegerField("线上放号比例（%）", default=100)
+    lock_minutes = models.PositiveSmallIntegerField("锁号时长（分钟）", default=10)
+    cancel_deadline_hours = models.PositiveSmallIntegerField(
+        "退号截止（就诊前小时数）", default=2, help_text="就诊时段开始前多少小时停止线上退号"
+    )
+    max_live_holds_per_account = models.PositiveSmallIntegerField("每账号同时锁号上限", default=2)
+    max_holds_per_day_per_account = models.PositiveSmallIntegerField("每账号每日锁号上限", default=6)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "放号规则"
+        constraints = [
+            models.UniqueConstraint(fields=["hospital", "department"], name="release_rule_per_scope"),
+            models.UniqueConstraint(
+                fields=["hospital"], condition=models.Q(department__isnull=True), name="release_rule_one_default"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(online_share_percent__lte=100), name="release_rule_share_le_100"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.department or '全院'}放号规则"
+
+
+class Session(models.Model):
+    class Period(models.TextChoices):
+        MORNING = "morning", "上午"
+        AFTERNOON = "afternoon", "下午"
+        EVENING = "evening", "夜间"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "出诊"
+        SUSPENDED = "suspended", "停诊"
+
+    hospital = models.ForeignKey("catalog.Hospital", on_delete=models.CASCADE, related_name="sessions")
+    department = models.ForeignKey("catalog.Department", on_delete=models.PROTECT, related_name="sessions")
+    doctor = models.ForeignKey(
+        "catalog.Doctor", on_delete=models.PROTECT, null=True, blank=True, related_name="sessions"
+    )
+    registration_type = models.ForeignKey(RegistrationType, on_delete=models.PROTECT)
+    his_code = models.CharField("HIS 排班编码", max_length=40, blank=True)
+    date = models.DateField("日期")
+    period = models.CharField("时段", max_length=10, choices=Period.choices)
+    starts_at = models.DateTimeField("开始")
+    ends_at = models.DateTimeField("结束")
+    fee_fen = models.PositiveIntegerField("挂号费（分）")
+    capacity = models.PositiveIntegerField("线上号源数")
+    status = models.CharField("状态", max_length=10, choices=Status.choices, default=Status.OPEN)
+    location = models.CharField("就诊地点", max_length=100, blank=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "排班"
+        ordering = ["date", "starts_at"]
+        indexes = [models.Index(fields=["department", "date"]), models.Index(fields=["doctor", "date"])]
+        constraints = [models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")), name="session_ends_after_start")]
+
+    def __str__(self) -> str:
+        who = self.doctor.name if self.doctor_id else self.department.name
+        return f"{who} {self.date} {self.get_period_display()}"
+
+
+class Slot(models.Model):
+    """One bookable number. `state`/`held_until` are the claim a hold takes with one conditional
+    UPDATE; a `held` slot whose `held_until` has passed counts as free, so expiry needs no sweeper."""
+
+    class State(models.TextChoices):
+        FREE = "free", "可预约"
+        HELD = "held", "锁定中"
+        BOOKED = "booked", "已预约"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="slots")
+    seq = models.PositiveIntegerField("序号")
+    window_start = models.DateTimeField("时段开始")
+    window_end = models.DateTimeField("时段结束")
+    his_code = models.CharField("HIS 号源编码", max_length=40, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.FREE)
+    held_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "号源"
+        ordering = ["session", "seq"]
+        indexes = [models.Index(fields=["session", "window_start", "state"])]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="slot_seq_per_session"),
+            # The ≤30-minute rule is checked where slots are made (scheduling.services).
+            models.CheckConstraint(
+                condition=models.Q(window_end__gt=models.F("window_start")), name="slot_window_ordered"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session} #{self.seq}"

@@ -1,0 +1,171 @@
+"""Builders for tests: a small hospital world made through the models, and an API client that signs
+in with a bearer token. Tests of every app use these, so they share one picture of the world."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.test import Client
+
+from guahao import clock, pii
+from guahao.catalog.models import Department, Doctor, Hospital, Notice
+from guahao.patients.models import Account, AccountPatient, AuthToken, Patient
+from guahao.scheduling.models import RegistrationType, ReleaseRule, Session, Slot
+
+_seq = itertools.count(1)
+
+
+def make_hospital(**fields: Any) -> Hospital:
+    n = next(_seq)
+    hospital = Hospital.objects.create(
+        code=fields.pop("code", f"H{n}"),
+        name=fields.pop("name", f"测试医院{n}"),
+        service_phone=fields.pop("service_phone", "0571-88888888"),
+        **fields,
+    )
+    ReleaseRule.objects.create(hospital=hospital, release_time=dt.time(0, 0), window_days=14, lock_minutes=10)
+    RegistrationType.objects.create(hospital=hospital, code="PT", name="普通号", default_fee_fen=1000)
+    Notice.objects.create(hospital=hospital, title="挂号须知", body="请按时就诊。", version=1)
+    return hospital
+
+
+def make_department(hospital: Hospital, *, name: str = "心血管内科", parent: Department | None = None) -> Department:
+    n = next(_seq)
+    return Department.objects.create(
+        hospital=hospital, parent=parent, level=(parent.level + 1) if parent else 1, code=f"D{n}", name=name
+    )
+
+
+def make_doctor(department: Department, *, name: str = "王医生", title: str = Doctor.Title.CHIEF) -> Doctor:
+    n = next(_seq)
+    return Doctor.objects.create(
+        hospital=department.hospital, department=department, code=f"DR{n}", name=name, title=title
+    )
+
+
+def make_session(
+    department: Department,
+    *,
+    doctor: Doctor | None = None,
+    day: dt.date | None = None,
+    slots: int = 4,
+    per_window: int = 1,
+    fee_fen: int = 1000,
+    start: dt.time = dt.time(8, 0),
+    window_minutes: int = 30,
+    status: str = Session.Status.OPEN,
+) -> Session:
+    """A session `day` (default tomorrow) with `slots` numbers, `per_window` numbers per time window."""
+    day = day or clock.today() + dt.timedelta(days=1)
+    starts_at = clock.at_local(day, start)
+    windows = -(-slots // per_window)
+    ends_at = starts_at + dt.timedelta(minutes=window_minutes * windows)
+    session = Session.objects.create(
+        hospital=department.hospital,
+        department=department,
+        doctor=doctor,
+        registration_type=RegistrationType.objects.filter(hospital=department.hospital).first(),
+        date=day,
+        period=Session.Period.MORNING if start.hour < 12 else Session.Period.AFTERNOON,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        fee_fen=fee_fen,
+        capacity=slots,
+        status=status,
+    )
+    Slot.objects.bulk_create(
+        Slot(
+            session=session,
+            seq=i + 1,
+            window_start=starts_at + dt.timedelta(minutes=window_minutes * (i // per_window)),
+            window_end=starts_at + dt.timedelta(minutes=window_minutes * (i // per_window + 1)),
+        )
+        for i in range(slots)
+    )
+    return session
+
+
+def make_phone() -> str:
+    return f"139{next(_seq) % 100000000:08d}"
+
+
+def make_account(phone: str | None = None) -> Account:
+    phone = phone or make_phone()
+    return Account.objects.create(phone=phone, phone_index=pii.blind_index(phone, purpose="phone"))
+
+
+def make_accounts(count: int) -> list[Account]:
+    phones = [make_phone() for _ in range(count)]
+    Account.objects.bulk_create(
+        Account(phone=p, phone_index=pii.blind_index(p, purpose="phone")) for p in phones
+    )
+    return list(Account.objects.filter(phone_index__in=[pii.blind_index(p, purpose="phone") for p in phones]))
+
+
+def id_number_with_check(first17: str) -> str:
+    """Append the GB 11643 MOD 11-2 check character."""
+    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    total = sum(int(c) * w for c, w in zip(first17, weights, strict=True))
+    return first17 + "10X98765432"[total % 11]
+
+
+def make_id_number(birth: str = "19900307") -> str:
+    return id_number_with_check(f"110105{birth}{next(_seq) % 1000:03d}")
+
+
+def make_patient(account: Account, *, name: str = "张三", relation: str = "self", id_number: str | None = None) -> Patient:
+    id_number = id_number or make_id_number()
+    patient = Patient.objects.create(
+        name=name,
+        id_type=Patient.IdType.RESIDENT,
+        id_number=id_number,
+        id_index=pii.blind_index(f"{Patient.IdType.RESIDENT}:{id_number}", purpose="id"),
+        sex=Patient.Sex.MALE if int(id_number[16]) % 2 else Patient.Sex.FEMALE,
+        birth_date=dt.date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14])),
+        phone=make_phone(),
+        verified_at=clock.now(),
+    )
+    AccountPatient.objects.create(account=account, patient=patient, relation=relation)
+    return patient
+
+
+def token_for(account: Account) -> str:
+    key = secrets.token_urlsafe(32)
+    AuthToken.objects.create(
+        account=account,
+        key_hash=pii.token_hash(key),
+        created_at=clock.now(),
+        expires_at=clock.now() + dt.timedelta(days=30),
+    )
+    return key
+
+
+@dataclass
+class ApiClient:
+    """JSON over Django's test client, signed in as one account (or anonymous)."""
+
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        self.client = Client()
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, path: str, **params: Any):
+        return self.client.get(path, params, headers=self._headers())
+
+    def post(self, path: str, body: dict | None = None):
+        return self.client.post(path, json.dumps(body or {}), content_type="application/json", headers=self._headers())
+
+    def delete(self, path: str):
+        return self.client.delete(path, headers=self._headers())
+
+
+def api_client(account: Account | None = None) -> ApiClient:
+    return ApiClient(token=token_for(account) if account else None)

@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import path
+
+from guahao.api import api
+from guahao.health import healthz
+from guahao.payments.views import sandbox_pay_page
+
+admin.site.site_header = "挂号管理后台"
+admin.site.site_title = "挂号管理后台"
+admin.site.index_title = "医院运营"
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("api/v1/", api.urls),
+    path("sandbox/pay/<str:out_trade_no>", sandbox_pay_page, name="sandbox-pay"),
+    path("admin/", admin.site.urls),
+]
