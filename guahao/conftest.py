@@ -4,13 +4,14 @@ production), which the privacy test greps for phone and ID numbers in clear."""
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 from django.conf import settings
 
 from guahao.logs import JsonFormatter, MaskPersonalDataFilter
 
-TEST_LOG = settings.VAR_DIR / "test-run.log"
+TEST_LOG = settings.VAR_DIR / f"test-run{os.environ.get('GUAHAO_TEST_DB_SUFFIX', '')}.log"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -77,6 +77,8 @@ TEMPLATES = [
 
 DATABASE_URL = os.environ.get("GUAHAO_DATABASE_URL") or f"sqlite:///{VAR_DIR / 'guahao.sqlite3'}"
 _db = dj_database_url.parse(DATABASE_URL)
+# Lets several test runs share one machine without sharing a test database.
+_TEST_SUFFIX = os.environ.get("GUAHAO_TEST_DB_SUFFIX", "")
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN, so two
     # writers queue on the busy timeout instead of failing with "database is locked" mid-transaction.
@@ -85,7 +87,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
     }
-    _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test{_TEST_SUFFIX}.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["OPTIONS"] = {
         "pool": {
@@ -95,6 +97,7 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
         },
     }
     _db["CONN_MAX_AGE"] = 0
+    _db["TEST"] = {"NAME": f"test_guahao{_TEST_SUFFIX}"}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
