@@ -169,3 +169,51 @@ class ApiClient:
 
 def api_client(account: Account | None = None) -> ApiClient:
     return ApiClient(token=token_for(account) if account else None)
+
+
+# --- concurrency and the sandbox provider ----------------------------------------------------------
+
+
+def run_concurrently(calls: list, *, timeout: float = 120) -> list[tuple[bool, Any]]:
+    """Run each call in its own thread, all released at once by a barrier. Returns (ok, result or
+    exception) per call. Every thread closes its database connections (or returns them to the pool)."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(len(calls))
+    results: list[tuple[bool, Any]] = [(False, None)] * len(calls)
+
+    def runner(i: int, call) -> None:
+        try:
+            barrier.wait(timeout=timeout)
+            results[i] = (True, call())
+        except Exception as exc:  # collected for the test to assert on
+            results[i] = (False, exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=runner, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results
+
+
+def client_send(url: str, headers: dict[str, str], body: bytes) -> int:
+    """Deliver a provider notification to our callback in-process, as the provider's HTTP POST would."""
+    from urllib.parse import urlsplit
+
+    response = Client().post(urlsplit(url).path, body, content_type="application/json", headers=headers)
+    return response.status_code
+
+
+def run_worker() -> int:
+    """One worker pass with sandbox notifications delivered in-process. Returns work done."""
+    from guahao.worker import run_once
+
+    total = 0
+    while (done := run_once(worker_id="test", send=client_send)) > 0:
+        total += done
+    return total

@@ -1,3 +1,223 @@
-from ninja import Router
+"""Holds and registrations over HTTP. Parse, authorise, call a service, render: nothing more."""
 
-router = Router()
+from __future__ import annotations
+
+import datetime as dt
+
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+
+from guahao import clock, pii
+from guahao.booking import selectors, services
+from guahao.booking.models import Hold, Registration
+from guahao.booking.states import HoldState, RegistrationStatus
+from guahao.errors import InvalidInput
+from guahao.patients.auth import bearer
+from guahao.scheduling.selectors import release_rule_for
+
+router = Router(auth=bearer, tags=["挂号"])
+
+
+class SlotOut(Schema):
+    id: int
+    seq: int
+    window_start: dt.datetime
+    window_end: dt.datetime
+
+
+class SessionOut(Schema):
+    id: int
+    date: dt.date
+    period: str
+    period_label: str
+    department_id: int
+    department_name: str
+    doctor_id: int | None
+    doctor_name: str | None
+    doctor_title: str | None
+    location: str
+    hospital_name: str
+    service_phone: str
+
+
+class PatientBrief(Schema):
+    id: int
+    name: str = Field(description="脱敏姓名")
+
+
+class HoldOut(Schema):
+    id: int
+    state: HoldState
+    state_label: str
+    slot: SlotOut
+    session: SessionOut
+    fee_fen: int
+    expires_at: dt.datetime
+    remaining_seconds: int
+    patient: PatientBrief | None
+    channel: str
+    insurance: bool
+    registration_id: int | None
+
+
+class HoldIn(Schema):
+    slot_id: int | None = Field(None, description="指定号源；或提供 session_id 与 window_start 取该时段第一个空号")
+    session_id: int | None = None
+    window_start: dt.datetime | None = None
+
+
+class ConfirmIn(Schema):
+    patient_id: int
+    channel: Hold.Channel
+    insurance: bool = False
+
+
+class PayOut(Schema):
+    payment_id: int
+    out_trade_no: str
+    amount_fen: int
+    pay_url: str
+    sandbox_pay_url: str | None
+    params: dict
+    expires_at: dt.datetime
+
+
+class RegistrationOut(Schema):
+    id: int
+    registration_no: str
+    status: RegistrationStatus
+    status_label: str
+    patient: PatientBrief
+    slot: SlotOut
+    session: SessionOut
+    fee_fen: int
+    booked_at: dt.datetime
+    cancelled_at: dt.datetime | None
+    cancel_deadline: dt.datetime
+    can_cancel: bool
+
+
+def _session_out(session) -> dict:
+    doctor = session.doctor
+    return {
+        "id": session.id,
+        "date": session.date,
+        "period": session.period,
+        "period_label": session.get_period_display(),
+        "department_id": session.department_id,
+        "department_name": session.department.name,
+        "doctor_id": doctor.id if doctor else None,
+        "doctor_name": doctor.name if doctor else None,
+        "doctor_title": doctor.get_title_display() if doctor else None,
+        "location": session.location or session.department.location,
+        "hospital_name": session.hospital.name,
+        "service_phone": session.hospital.service_phone,
+    }
+
+
+def _slot_out(slot) -> dict:
+    return {
+        "id": slot.id,
+        "seq": slot.seq,
+        "window_start": clock.local(slot.window_start),
+        "window_end": clock.local(slot.window_end),
+    }
+
+
+def _hold_out(hold: Hold) -> dict:
+    now = clock.now()
+    state = selectors.effective_state(hold, now)
+    registration = Registration.objects.filter(hold_id=hold.id).values_list("id", flat=True).first()
+    return {
+        "id": hold.id,
+        "state": state,
+        "state_label": state.label,
+        "slot": _slot_out(hold.slot),
+        "session": _session_out(hold.session),
+        "fee_fen": hold.fee_fen,
+        "expires_at": clock.local(hold.expires_at),
+        "remaining_seconds": selectors.remaining_seconds(hold, now),
+        "patient": {"id": hold.patient.id, "name": pii.mask_name(hold.patient.name)} if hold.patient else None,
+        "channel": hold.channel,
+        "insurance": hold.insurance,
+        "registration_id": registration,
+    }
+
+
+def _registration_out(reg: Registration) -> dict:
+    deadline = selectors.cancel_deadline(reg, hours=release_rule_for(reg.session).cancel_deadline_hours)
+    return {
+        "id": reg.id,
+        "registration_no": reg.registration_no,
+        "status": reg.status,
+        "status_label": RegistrationStatus(reg.status).label,
+        "patient": {"id": reg.patient.id, "name": pii.mask_name(reg.patient.name)},
+        "slot": _slot_out(reg.slot),
+        "session": _session_out(reg.session),
+        "fee_fen": reg.fee_fen,
+        "booked_at": clock.local(reg.booked_at),
+        "cancelled_at": clock.local(reg.cancelled_at) if reg.cancelled_at else None,
+        "cancel_deadline": clock.local(deadline),
+        "can_cancel": reg.status == RegistrationStatus.BOOKED and clock.now() < deadline,
+    }
+
+
+@router.post("/holds", response={201: HoldOut}, summary="锁号")
+def create_hold(request: HttpRequest, body: HoldIn):
+    if body.slot_id is None and (body.session_id is None or body.window_start is None):
+        raise InvalidInput("请提供号源 slot_id，或排班 session_id 与时段开始时间 window_start", code="slot_required")
+    hold = services.hold_slot(
+        account=request.auth, slot_id=body.slot_id, session_id=body.session_id, window_start=body.window_start
+    )
+    return 201, _hold_out(hold)
+
+
+@router.get("/holds/{hold_id}", response=HoldOut, summary="锁号详情（含倒计时）")
+def get_hold(request: HttpRequest, hold_id: int):
+    return _hold_out(selectors.get_hold_for_account(account=request.auth, hold_id=hold_id))
+
+
+@router.post("/holds/{hold_id}/confirm", response=HoldOut, summary="确认就诊人与支付方式")
+def confirm_hold(request: HttpRequest, hold_id: int, body: ConfirmIn):
+    hold = services.confirm_hold(
+        account=request.auth, hold_id=hold_id, patient_id=body.patient_id, channel=body.channel, insurance=body.insurance
+    )
+    return _hold_out(hold)
+
+
+@router.post("/holds/{hold_id}/pay", response=PayOut, summary="发起支付（支付失败可在锁号期内重试）")
+def pay_hold(request: HttpRequest, hold_id: int):
+    payment, params = services.pay_hold(account=request.auth, hold_id=hold_id)
+    hold = selectors.get_hold_for_account(account=request.auth, hold_id=hold_id)
+    return {
+        "payment_id": payment.id,
+        "out_trade_no": payment.out_trade_no,
+        "amount_fen": payment.amount_fen,
+        "pay_url": params.pay_url,
+        "sandbox_pay_url": params.pay_url if payment.provider == "sandbox" else None,
+        "params": params.params,
+        "expires_at": clock.local(hold.expires_at),
+    }
+
+
+@router.delete("/holds/{hold_id}", response=HoldOut, summary="取消锁号")
+def release_hold(request: HttpRequest, hold_id: int):
+    return _hold_out(services.release_hold(account=request.auth, hold_id=hold_id))
+
+
+@router.get("/registrations", response=list[RegistrationOut], summary="我的挂号")
+def list_registrations(request: HttpRequest, status: RegistrationStatus | None = None):
+    return [_registration_out(r) for r in selectors.registrations_of(account=request.auth, status=status)]
+
+
+@router.get("/registrations/{registration_id}", response=RegistrationOut, summary="挂号详情")
+def get_registration(request: HttpRequest, registration_id: int):
+    return _registration_out(
+        selectors.get_registration_for_account(account=request.auth, registration_id=registration_id)
+    )
+
+
+@router.post("/registrations/{registration_id}/cancel", response=RegistrationOut, summary="取消挂号（退费）")
+def cancel_registration(request: HttpRequest, registration_id: int):
+    reg = services.cancel_registration(account=request.auth, registration_id=registration_id)
+    return _registration_out(selectors.get_registration_for_account(account=request.auth, registration_id=reg.id))

@@ -30,6 +30,11 @@ class Hold(models.Model):
     channel = models.CharField("支付渠道", max_length=10, choices=Channel.choices, blank=True)
     insurance = models.BooleanField("医保支付", default=False)
     fee_fen = models.PositiveIntegerField("挂号费（分）")
+    # The payment that won the slot: set when the hold moves to REGISTERING. Any other paid
+    # payment of this hold is refunded.
+    payment = models.ForeignKey(
+        "payments.Payment", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 

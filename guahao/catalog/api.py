@@ -1,3 +1,129 @@
-from ninja import Router
+"""The catalog for patients: hospitals, departments, doctors (public), and the notices a patient must
+confirm before booking (reading is public, confirming needs sign-in)."""
 
-router = Router()
+from __future__ import annotations
+
+import datetime as dt
+
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from guahao import clock
+from guahao.catalog import selectors, services
+from guahao.patients.auth import bearer
+
+router = Router(tags=["医院与科室"])
+
+
+class HospitalOut(Schema):
+    id: int
+    code: str
+    name: str
+    grade: str
+    address: str
+    service_phone: str
+    browse_level: int
+
+
+class DepartmentNodeOut(Schema):
+    id: int
+    name: str
+    level: int
+    intro: str
+    location: str
+    bookable: bool
+    children: list[DepartmentNodeOut]
+
+
+DepartmentNodeOut.model_rebuild()
+
+
+class DepartmentTreeOut(Schema):
+    hospital_id: int
+    browse_level: int
+    departments: list[DepartmentNodeOut]
+
+
+class DepartmentBriefOut(Schema):
+    id: int
+    name: str
+
+
+class DoctorOut(Schema):
+    id: int
+    name: str
+    title: str
+    title_label: str
+    specialty: str
+    intro: str
+    department: DepartmentBriefOut
+
+    @staticmethod
+    def resolve_title_label(obj) -> str:
+        return obj.get_title_display()
+
+
+class NoticeOut(Schema):
+    id: int
+    kind: str
+    kind_label: str
+    title: str
+    body: str
+    version: int
+    requires_ack: bool
+    acknowledged: bool | None  # null when the request is anonymous
+
+
+class NoticeAckOut(Schema):
+    notice_id: int
+    acked_at: dt.datetime
+
+
+@router.get("/hospitals", response=list[HospitalOut])
+def list_hospitals(request: HttpRequest):
+    return list(selectors.active_hospitals())
+
+
+@router.get("/hospitals/{hospital_id}/departments", response=DepartmentTreeOut)
+def department_tree(request: HttpRequest, hospital_id: int):
+    hospital = selectors.get_hospital(hospital_id)
+    return {
+        "hospital_id": hospital.id,
+        "browse_level": hospital.browse_level,
+        "departments": selectors.department_tree(hospital),
+    }
+
+
+@router.get("/hospitals/{hospital_id}/doctors", response=list[DoctorOut])
+def list_doctors(request: HttpRequest, hospital_id: int, department_id: int | None = None):
+    hospital = selectors.get_hospital(hospital_id)
+    department = None if department_id is None else selectors.get_department(department_id, hospital=hospital)
+    return list(selectors.doctors_of(hospital, department=department))
+
+
+@router.get("/hospitals/{hospital_id}/notices", response=list[NoticeOut])
+def list_notices(request: HttpRequest, hospital_id: int):
+    hospital = selectors.get_hospital(hospital_id)
+    notices = selectors.current_notices(hospital)
+    # Optional sign-in: with a valid token each notice says whether this account has confirmed it.
+    account = bearer(request)
+    acked = selectors.acknowledged_notice_ids(account=account, notices=notices) if account else None
+    return [
+        {
+            "id": n.id,
+            "kind": n.kind,
+            "kind_label": n.get_kind_display(),
+            "title": n.title,
+            "body": n.body,
+            "version": n.version,
+            "requires_ack": n.requires_ack,
+            "acknowledged": (n.id in acked) if acked is not None else None,
+        }
+        for n in notices
+    ]
+
+
+@router.post("/notices/{notice_id}/ack", response=NoticeAckOut, auth=bearer)
+def acknowledge_notice(request: HttpRequest, notice_id: int):
+    ack = services.acknowledge_notice(account=request.auth, notice_id=notice_id)
+    return {"notice_id": ack.notice_id, "acked_at": clock.local(ack.acked_at)}

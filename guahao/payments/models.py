@@ -85,7 +85,10 @@ class SandboxRefund(models.Model):
 
 
 class SandboxNotification(models.Model):
-    """A notification the sandbox owes our callback; retried on a provider-like schedule until a 2xx."""
+    """A notification the sandbox owes our callback; retried on a provider-like schedule until a 2xx.
+
+    The body (and its event id) is fixed when queued; every attempt is signed afresh, as WeChat Pay
+    re-sends the same event with a new timestamp and nonce."""
 
     kind = models.CharField(max_length=20)  # TRANSACTION.SUCCESS / REFUND.SUCCESS
     url = models.CharField(max_length=300)
@@ -93,3 +96,26 @@ class SandboxNotification(models.Model):
     next_attempt_at = models.DateTimeField()
     attempts = models.PositiveSmallIntegerField(default=0)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    trade = models.ForeignKey(
+        SandboxTrade, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
+    refund = models.ForeignKey(
+        SandboxRefund, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)  # HTTP status; null = no answer
+    given_up_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["delivered_at", "given_up_at", "next_attempt_at"])]
+
+
+class SeenNonce(models.Model):
+    """Nonces of accepted provider notifications, kept while their timestamp could still pass the
+    ±5 minute age check, so a captured request cannot be replayed."""
+
+    provider = models.CharField(max_length=20)
+    nonce = models.CharField(max_length=64)
+    seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "nonce"], name="seen_nonce_once")]

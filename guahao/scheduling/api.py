@@ -1,3 +1,110 @@
-from ninja import Router
+"""Schedules for patients: the availability calendar of a department or doctor, and the time windows
+of one session. Public (no sign-in): browsing comes before logging in."""
 
-router = Router()
+from __future__ import annotations
+
+import datetime as dt
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+
+from guahao import clock
+from guahao.catalog import selectors as catalog
+from guahao.scheduling import selectors
+
+router = Router(tags=["排班与号源"])
+
+
+class DoctorBriefOut(Schema):
+    id: int
+    name: str
+    title: str
+    title_label: str
+
+
+class DepartmentBriefOut(Schema):
+    id: int
+    name: str
+
+
+class SessionOut(Schema):
+    id: int
+    date: dt.date
+    period: str
+    period_label: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    department: DepartmentBriefOut
+    doctor: DoctorBriefOut | None
+    registration_type: str
+    fee_fen: int
+    capacity: int
+    remaining: int
+    status: str
+    status_label: str
+    release_at: dt.datetime | None
+
+
+class DayOut(Schema):
+    date: dt.date
+    weekday: str
+    has_slots: bool
+    sessions: list[SessionOut]
+
+
+class DepartmentAvailabilityOut(Schema):
+    department: DepartmentBriefOut
+    days: list[DayOut]
+
+
+class DoctorHeaderOut(DoctorBriefOut):
+    specialty: str
+    department: DepartmentBriefOut
+
+
+class DoctorAvailabilityOut(Schema):
+    doctor: DoctorHeaderOut
+    days: list[DayOut]
+
+
+class SlotWindowOut(Schema):
+    window_start: dt.datetime
+    window_end: dt.datetime
+    total: int
+    free: int
+    slot_id: int | None
+
+
+class SessionSlotsOut(Schema):
+    session: SessionOut
+    windows: list[SlotWindowOut]
+
+
+DAYS = Query(7, ge=1, le=14, description="展示天数（1–14，不超过医院设置的排班展示天数）")
+
+
+@router.get("/departments/{department_id}/availability", response=DepartmentAvailabilityOut)
+def department_availability(request: HttpRequest, department_id: int, days: int = DAYS):
+    department = catalog.get_department(department_id)
+    calendar = selectors.availability(department=department, days=days, now=clock.now())
+    return {"department": {"id": department.id, "name": department.name}, "days": calendar}
+
+
+@router.get("/doctors/{doctor_id}/availability", response=DoctorAvailabilityOut)
+def doctor_availability(request: HttpRequest, doctor_id: int, days: int = DAYS):
+    doctor = catalog.get_doctor(doctor_id)
+    calendar = selectors.availability(doctor=doctor, days=days, now=clock.now())
+    header = {
+        "id": doctor.id,
+        "name": doctor.name,
+        "title": doctor.title,
+        "title_label": doctor.get_title_display(),
+        "specialty": doctor.specialty,
+        "department": {"id": doctor.department.id, "name": doctor.department.name},
+    }
+    return {"doctor": header, "days": calendar}
+
+
+@router.get("/sessions/{session_id}/slots", response=SessionSlotsOut)
+def session_slots(request: HttpRequest, session_id: int):
+    return selectors.slots_of(selectors.get_session(session_id), now=clock.now())

@@ -77,6 +77,7 @@ class Session(models.Model):
     fee_fen = models.PositiveIntegerField("挂号费（分）")
     capacity = models.PositiveIntegerField("线上号源数")
     status = models.CharField("状态", max_length=10, choices=Status.choices, default=Status.OPEN)
+    suspend_reason = models.CharField("停诊原因", max_length=100, blank=True)
     location = models.CharField("就诊地点", max_length=100, blank=True)
 
     class Meta:
@@ -93,6 +94,10 @@ class Session(models.Model):
 class Slot(models.Model):
     """One bookable number. `state`/`held_until` are the claim a hold takes with one conditional
     UPDATE; a `held` slot whose `held_until` has passed counts as free, so expiry needs no sweeper."""
+
+    # his_code of a slot taken outside guahao (at the window, by phone, by the demo loader): it is
+    # BOOKED with no Hold or Registration here, so invariant checks must skip it.
+    OFFLINE_CODE = "offline"
 
     class State(models.TextChoices):
         FREE = "free", "可预约"

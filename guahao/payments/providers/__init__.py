@@ -1,0 +1,33 @@
+"""Choosing a payment provider by name (GUAHAO_PAYMENT_PROVIDER by default). One module per provider."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+from django.conf import settings
+
+from guahao.payments.providers.base import PaymentProvider
+
+# name → "module:class"; a provider is imported only when first used.
+PROVIDERS: dict[str, str] = {
+    "sandbox": "guahao.payments.providers.sandbox:SandboxProvider",
+}
+
+
+class UnknownProvider(LookupError):
+    pass
+
+
+def provider(name: str | None = None) -> PaymentProvider:
+    """The provider called `name`, or the configured one. Raises UnknownProvider."""
+    return _load(name or settings.PAYMENT_PROVIDER)
+
+
+@functools.cache
+def _load(name: str) -> PaymentProvider:
+    target = PROVIDERS.get(name)
+    if target is None:
+        raise UnknownProvider(f"unknown payment provider {name!r}")
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)()

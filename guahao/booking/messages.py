@@ -1,0 +1,52 @@
+"""Status messages to the patient, one per booking event that a patient should hear about.
+Names are masked: a message may be read on a shared phone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from guahao import clock, pii
+from guahao.booking.models import Hold, Registration
+
+
+@dataclass(frozen=True)
+class Message:
+    account_id: int
+    title: str
+    text: str
+
+
+def _when(session) -> str:
+    doctor = f" {session.doctor.name}" if session.doctor_id else ""
+    return f"{session.date:%m月%d日} {session.get_period_display()} {session.department.name}{doctor}"
+
+
+def status_message(topic: str, payload: dict) -> Message | None:
+    if topic == "registration.booked":
+        reg = Registration.objects.select_related("session__department", "session__doctor", "slot", "patient").get(
+            id=payload["registration_id"]
+        )
+        window = f"{clock.local(reg.slot.window_start):%H:%M}-{clock.local(reg.slot.window_end):%H:%M}"
+        return Message(
+            reg.account_id,
+            "预约成功",
+            f"就诊人{pii.mask_name(reg.patient.name)}已预约{_when(reg.session)}（{window}，第{reg.slot.seq}号），"
+            f"挂号单号{reg.registration_no}。请按时到院取号就诊。",
+        )
+    if topic in ("registration.refunding", "registration.cancelled"):
+        reg = Registration.objects.select_related("session__department", "session__doctor", "patient").get(
+            id=payload["registration_id"]
+        )
+        title = "退费中" if topic == "registration.refunding" else "已取消"
+        tail = "挂号费将原路退回。" if topic == "registration.refunding" else "挂号已取消，退款已完成。"
+        return Message(reg.account_id, title, f"就诊人{pii.mask_name(reg.patient.name)}{_when(reg.session)}的{tail}")
+    if topic in ("hold.failed", "hold.expired"):
+        hold = Hold.objects.select_related("session__department", "session__doctor").get(id=payload["hold_id"])
+        if topic == "hold.expired" and hold.payment_id is None and not hold.payments.filter(state="paid").exists():
+            return None  # an unpaid lock that lapsed is visible on the page; no message needed
+        return Message(
+            hold.account_id,
+            "预约失败",
+            f"{_when(hold.session)}的预约未成功，已支付的费用将原路退回。",
+        )
+    return None

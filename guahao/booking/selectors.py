@@ -1,0 +1,83 @@
+"""Reads for booking: an account sees only its own holds and registrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Q, QuerySet
+
+from guahao import clock
+from guahao.booking.models import Hold, Registration
+from guahao.booking.states import HoldState, RegistrationStatus
+from guahao.errors import NotFound
+from guahao.patients.models import Account
+
+_HOLD_RELATED = ("slot", "session__department", "session__doctor", "session__hospital", "patient")
+
+
+def effective_state(hold: Hold, now: dt.datetime | None = None) -> HoldState:
+    """A HELD or PAYING hold past its expiry is EXPIRED, whether or not a sweeper has written it."""
+    now = now or clock.now()
+    state = HoldState(hold.state)
+    if state in (HoldState.HELD, HoldState.PAYING) and hold.expires_at <= now:
+        return HoldState.EXPIRED
+    return state
+
+
+def remaining_seconds(hold: Hold, now: dt.datetime | None = None) -> int:
+    now = now or clock.now()
+    if effective_state(hold, now) not in (HoldState.HELD, HoldState.PAYING):
+        return 0
+    return max(0, int((hold.expires_at - now).total_seconds()))
+
+
+def get_hold_for_account(*, account: Account, hold_id: int) -> Hold:
+    """Another account's hold is answered exactly like a missing one."""
+    hold = Hold.objects.select_related(*_HOLD_RELATED).filter(id=hold_id, account=account).first()
+    if hold is None:
+        raise NotFound("锁号记录不存在", code="hold_not_found")
+    return hold
+
+
+def registrations_of(*, account: Account, status: str | None = None) -> QuerySet[Registration]:
+    regs = Registration.objects.filter(account=account).select_related(
+        "slot", "session__department", "session__doctor", "session__hospital", "patient"
+    )
+    if status:
+        regs = regs.filter(status=status)
+    return regs.order_by("-booked_at")
+
+
+def get_registration_for_account(*, account: Account, registration_id: int) -> Registration:
+    reg = registrations_of(account=account).filter(id=registration_id).first()
+    if reg is None:
+        raise NotFound("挂号记录不存在", code="registration_not_found")
+    return reg
+
+
+def cancel_deadline(registration: Registration, *, hours: int) -> dt.datetime:
+    return registration.session.starts_at - dt.timedelta(hours=hours)
+
+
+def _live_q(now: dt.datetime) -> Q:
+    return Q(state__in=(HoldState.HELD, HoldState.PAYING), expires_at__gt=now) | Q(state=HoldState.REGISTERING)
+
+
+def live_holds_count(*, account: Account, now: dt.datetime) -> int:
+    return Hold.objects.filter(_live_q(now), account=account).count()
+
+
+def holds_today_count(*, account: Account, now: dt.datetime) -> int:
+    start = clock.at_local(clock.local(now).date(), dt.time(0, 0))
+    return Hold.objects.filter(account=account, created_at__gte=start).count()
+
+
+def patient_has_booking_in_session(*, patient_id: int, session_id: int, exclude_hold_id: int) -> bool:
+    active = (RegistrationStatus.BOOKED, RegistrationStatus.CHECKED_IN, RegistrationStatus.VISITED)
+    if Registration.objects.filter(patient_id=patient_id, session_id=session_id, status__in=active).exists():
+        return True
+    return (
+        Hold.objects.filter(_live_q(clock.now()), patient_id=patient_id, session_id=session_id)
+        .exclude(id=exclude_hold_id)
+        .exists()
+    )

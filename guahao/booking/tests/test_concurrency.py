@@ -1,0 +1,63 @@
+"""Release-burst correctness with real threads and real connections: on PostgreSQL (CI runs the
+suite with GUAHAO_DATABASE_URL) and on SQLite (the default)."""
+
+from __future__ import annotations
+
+import pytest
+
+from guahao.booking import services
+from guahao.booking.models import Hold
+from guahao.booking.states import LIVE_HOLD_STATES
+from guahao.errors import Conflict
+from guahao.testing import make_accounts, make_session, run_concurrently
+
+from .conftest import loosen_caps
+
+CLIENTS = 200
+ROUNDS = 20
+
+
+@pytest.fixture
+def crowd(world):
+    loosen_caps(world.hospital)
+    return make_accounts(CLIENTS)
+
+
+def _outcomes(results):
+    wins = [r for ok, r in results if ok]
+    losses = [r for ok, r in results if not ok]
+    unexpected = [r for r in losses if not isinstance(r, Conflict)]
+    assert not unexpected, unexpected[:3]
+    return wins, losses
+
+
+@pytest.mark.django_db(transaction=True)
+def test_200_clients_holding_the_same_slot_exactly_one_wins(world, crowd):
+    for _ in range(ROUNDS):
+        session = make_session(world.department, slots=1)
+        slot = session.slots.get()
+        results = run_concurrently(
+            [lambda a=a: services.hold_slot(account=a, slot_id=slot.id) for a in crowd]
+        )
+        wins, losses = _outcomes(results)
+        assert len(wins) == 1
+        assert {e.code for e in losses} == {"slot_taken"}
+        assert Hold.objects.filter(slot=slot, state__in=LIVE_HOLD_STATES).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_200_clients_holding_next_free_in_a_window_of_20_fill_it_exactly(world, crowd):
+    for _ in range(ROUNDS):
+        session = make_session(world.department, slots=20, per_window=20)
+        window = session.slots.first().window_start
+        results = run_concurrently(
+            [
+                lambda a=a: services.hold_slot(account=a, session_id=session.id, window_start=window)
+                for a in crowd
+            ]
+        )
+        wins, losses = _outcomes(results)
+        assert len(wins) == 20
+        assert sorted(h.slot.seq for h in wins) == list(range(1, 21))
+        assert {e.code for e in losses} == {"window_full"}
+        assert Hold.objects.filter(session=session, state__in=LIVE_HOLD_STATES).count() == 20

@@ -1,0 +1,23 @@
+"""Bearer-token authentication for the API: `request.auth` is the signed-in Account."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja.security import HttpBearer
+
+from guahao.patients.models import Account
+from guahao.patients.selectors import account_for_token
+
+# token_urlsafe(32) is 43 characters; anything far longer is not one of ours.
+_MAX_TOKEN_LENGTH = 128
+
+
+class BearerAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Account | None:  # noqa: ARG002
+        token = token.strip()
+        if not token or len(token) > _MAX_TOKEN_LENGTH:
+            return None
+        return account_for_token(token)
+
+
+bearer = BearerAuth()

@@ -1,0 +1,312 @@
+"""Reads for schedules: which release rule applies, whether a session can be booked now, and the
+availability calendar patients browse. Booking uses `check_bookable` and `free_slot_q`, so "can
+this be booked" and "is this slot free" are decided in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import models
+from django.db.models import BooleanField, Count, ExpressionWrapper, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+
+from guahao import clock
+from guahao.catalog.models import Department, Doctor
+from guahao.catalog.selectors import DepartmentIndex, department_index
+from guahao.errors import Conflict, InvalidInput, NotFound
+from guahao.scheduling.models import ReleaseRule, Session, Slot
+
+WEEKDAYS = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
+
+
+class SessionState(models.TextChoices):
+    """What a patient sees on a session in the calendar (derived, never stored)."""
+
+    AVAILABLE = "available", "有号"
+    FULL = "full", "约满"
+    SUSPENDED = "suspended", "停诊"
+    NOT_RELEASED = "not_released", "未放号"
+    CLOSED = "closed", "已结束"
+
+
+# --- free slots -----------------------------------------------------------------------------------
+
+
+def free_slot_q(now: dt.datetime) -> Q:
+    """The one definition of a free slot, for Slot querysets: never claimed, or held by a hold whose
+    lock has run out (so expiry needs no sweeper). Use it in the WHERE of the claiming UPDATE."""
+    return Q(state=Slot.State.FREE) | Q(state=Slot.State.HELD, held_until__lte=now)
+
+
+def _free_count(now: dt.datetime) -> Coalesce:
+    """Per-session free slot count as a subquery, for annotating a Session queryset."""
+    free = (
+        Slot.objects.filter(session=OuterRef("pk"))
+        .filter(free_slot_q(now))
+        .order_by()
+        .values("session")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(free, output_field=models.IntegerField()), 0)
+
+
+# --- release rules --------------------------------------------------------------------------------
+
+
+class _RuleBook:
+    """A hospital's release rules; a department's own rule (or its nearest ancestor's) overrides the
+    hospital default. Costs one query, plus one for the tree when departments have rules."""
+
+    def __init__(self, hospital_id: int, index: DepartmentIndex | None = None) -> None:
+        self.hospital_id = hospital_id
+        self.by_department = {r.department_id: r for r in ReleaseRule.objects.filter(hospital_id=hospital_id)}
+        self.has_department_rules = any(key is not None for key in self.by_department)
+        self._index = index
+
+    def for_department(self, department_id: int) -> ReleaseRule:
+        if self.has_department_rules:
+            if self._index is None:
+                self._index = department_index(self.hospital_id)
+            for node in self._index.ancestry(department_id):
+                if node in self.by_department:
+                    return self.by_department[node]
+        default = self.by_department.get(None)
+        # A hospital without a configured rule gets the model's documented defaults.
+        return default if default is not None else ReleaseRule(hospital_id=self.hospital_id)
+
+
+def release_rule_for(target: Session | Department) -> ReleaseRule:
+    """The release rule for a session or department: the department's own rule, else the nearest
+    ancestor's, else the hospital default."""
+    department_id = target.department_id if isinstance(target, Session) else target.id
+    return _RuleBook(target.hospital_id).for_department(department_id)
+
+
+def released_at(session: Session, rule: ReleaseRule) -> dt.datetime:
+    """A session on date D is released (放号) at the rule's release time, window_days before D."""
+    return clock.at_local(session.date - dt.timedelta(days=rule.window_days), rule.release_time)
+
+
+def _gate(session: Session, rule: ReleaseRule, now: dt.datetime) -> tuple[SessionState | None, dt.datetime]:
+    """Why a session cannot be booked at `now` (None: it can), and its release moment."""
+    release = released_at(session, rule)
+    if session.status == Session.Status.SUSPENDED:
+        return SessionState.SUSPENDED, release
+    if now >= session.starts_at:
+        return SessionState.CLOSED, release
+    if now < release:
+        return SessionState.NOT_RELEASED, release
+    return None, release
+
+
+def format_release_time(moment: dt.datetime) -> str:
+    local = clock.local(moment)
+    return f"{local.month}月{local.day}日 {local:%H:%M}"
+
+
+def check_bookable(session: Session, *, now: dt.datetime) -> ReleaseRule:
+    """Raise Conflict unless the session can be booked at `now`; return the release rule in force
+    (lock minutes, caps) for the caller to apply. Codes: session_suspended, session_closed (the
+    session has started or ended), not_released (detail release_at). Slot freeness is the caller's
+    conditional UPDATE with `free_slot_q`."""
+    rule = release_rule_for(session)
+    state, release = _gate(session, rule, now)
+    if state == SessionState.SUSPENDED:
+        raise Conflict("该时段已停诊，请选择其他日期或医生", code="session_suspended")
+    if state == SessionState.CLOSED:
+        raise Conflict("该时段已开始就诊或已结束，不能再预约", code="session_closed")
+    if state == SessionState.NOT_RELEASED:
+        raise Conflict(
+            f"该号源将于 {format_release_time(release)} 开放预约",
+            code="not_released",
+            release_at=clock.local(release).isoformat(),
+        )
+    return rule
+
+
+def get_session(session_id: int) -> Session:
+    """A session patients may see: its hospital, department and doctor (if any) are active."""
+    session = (
+        Session.objects.select_related("hospital", "department", "doctor", "registration_type")
+        .filter(id=session_id, hospital__is_active=True, department__is_active=True)
+        .filter(Q(doctor__isnull=True) | Q(doctor__is_active=True))
+        .first()
+    )
+    if session is None:
+        raise NotFound("排班不存在或已停用", code="session_not_found")
+    return session
+
+
+# --- availability -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DoctorBrief:
+    id: int
+    name: str
+    title: str
+    title_label: str
+
+
+@dataclass(frozen=True)
+class DepartmentBrief:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class SessionAvailability:
+    id: int
+    date: dt.date
+    period: str
+    period_label: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    department: DepartmentBrief
+    doctor: DoctorBrief | None
+    registration_type: str
+    fee_fen: int
+    capacity: int
+    remaining: int
+    status: str
+    status_label: str
+    release_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class DayAvailability:
+    date: dt.date
+    weekday: str
+    has_slots: bool
+    sessions: list[SessionAvailability]
+
+
+def _describe(session: Session, rule: ReleaseRule, *, free: int, now: dt.datetime) -> SessionAvailability:
+    state, release = _gate(session, rule, now)
+    if state is None:
+        state = SessionState.AVAILABLE if free > 0 else SessionState.FULL
+    doctor = session.doctor
+    return SessionAvailability(
+        id=session.id,
+        date=session.date,
+        period=session.period,
+        period_label=Session.Period(session.period).label,
+        starts_at=clock.local(session.starts_at),
+        ends_at=clock.local(session.ends_at),
+        department=DepartmentBrief(id=session.department.id, name=session.department.name),
+        doctor=(
+            DoctorBrief(id=doctor.id, name=doctor.name, title=doctor.title, title_label=doctor.get_title_display())
+            if doctor is not None
+            else None
+        ),
+        registration_type=session.registration_type.name,
+        fee_fen=session.fee_fen,
+        capacity=session.capacity,
+        # Nothing is left to take in a suspended or finished session, whatever the slot rows say.
+        remaining=0 if state in (SessionState.SUSPENDED, SessionState.CLOSED) else free,
+        status=state.value,
+        status_label=state.label,
+        release_at=clock.local(release) if state == SessionState.NOT_RELEASED else None,
+    )
+
+
+def availability(
+    *,
+    department: Department | None = None,
+    doctor: Doctor | None = None,
+    days: int = 7,
+    now: dt.datetime,
+) -> list[DayAvailability]:
+    """The calendar from today for `days` days (capped at the hospital's schedule_days): each date
+    with its sessions and whether any has a number left. For a department, sessions of it and its
+    sub-departments (a 心血管内科 shows its 高血压专病门诊 too). Four queries, whatever the size."""
+    if (department is None) == (doctor is None):
+        raise InvalidInput("请指定科室或医生之一", code="availability_target")
+    owner = department if department is not None else doctor
+    hospital = owner.hospital
+    days = max(1, min(days, hospital.schedule_days))
+    first = clock.local(now).date()
+    dates = [first + dt.timedelta(days=i) for i in range(days)]
+
+    index = department_index(hospital.id)
+    sessions = Session.objects.filter(hospital=hospital, date__gte=dates[0], date__lte=dates[-1])
+    if department is not None:
+        sessions = sessions.filter(department_id__in=index.subtree(department.id)).filter(
+            Q(doctor__isnull=True) | Q(doctor__is_active=True)
+        )
+    else:
+        sessions = sessions.filter(doctor=doctor)
+    sessions = (
+        sessions.select_related("department", "doctor", "registration_type")
+        .annotate(free=_free_count(now))
+        .order_by("date", "starts_at", "department__sort_order", "doctor__sort_order", "id")
+    )
+    rules = _RuleBook(hospital.id, index)
+    by_date: dict[dt.date, list[SessionAvailability]] = {d: [] for d in dates}
+    for session in sessions:
+        rule = rules.for_department(session.department_id)
+        by_date[session.date].append(_describe(session, rule, free=session.free, now=now))
+    return [
+        DayAvailability(
+            date=d,
+            weekday=WEEKDAYS[d.weekday()],
+            has_slots=any(s.status == SessionState.AVAILABLE for s in items),
+            sessions=items,
+        )
+        for d, items in by_date.items()
+    ]
+
+
+# --- slots of one session ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotWindow:
+    window_start: dt.datetime
+    window_end: dt.datetime
+    total: int
+    free: int
+    slot_id: int | None  # a free slot to hold in this window, when the session can be booked
+
+
+@dataclass(frozen=True)
+class SessionSlots:
+    session: SessionAvailability
+    windows: list[SlotWindow]
+
+
+def _group_windows(rows: Iterable[dict], *, bookable: bool, countable: bool) -> list[SlotWindow]:
+    windows: dict[tuple[dt.datetime, dt.datetime], dict] = {}
+    for row in rows:
+        key = (row["window_start"], row["window_end"])
+        w = windows.setdefault(key, {"total": 0, "free": 0, "slot_id": None})
+        w["total"] += 1
+        if row["is_free"] and countable:
+            w["free"] += 1
+            if bookable and w["slot_id"] is None:
+                w["slot_id"] = row["id"]
+    return [
+        SlotWindow(window_start=clock.local(start), window_end=clock.local(end), **counts)
+        for (start, end), counts in windows.items()
+    ]
+
+
+def slots_of(session: Session, *, now: dt.datetime) -> SessionSlots:
+    """The session's time windows (分时段) with total and free numbers in each."""
+    rows = list(
+        Slot.objects.filter(session=session)
+        .annotate(is_free=ExpressionWrapper(free_slot_q(now), output_field=BooleanField()))
+        .order_by("window_start", "seq")
+        .values("id", "window_start", "window_end", "is_free")
+    )
+    free = sum(1 for r in rows if r["is_free"])
+    described = _describe(session, release_rule_for(session), free=free, now=now)
+    windows = _group_windows(
+        rows,
+        bookable=described.status == SessionState.AVAILABLE,
+        countable=described.status not in (SessionState.SUSPENDED, SessionState.CLOSED),
+    )
+    return SessionSlots(session=described, windows=windows)

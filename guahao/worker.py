@@ -1,0 +1,74 @@
+"""The background worker: drains the outbox, runs the idempotent sweeps, and (in development) lets
+the sandbox payment provider deliver its notifications. Every handler may run twice safely."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from guahao.booking import services as booking
+from guahao.booking.messages import status_message
+from guahao.notifications import services as outbox
+from guahao.notifications.selectors import channel
+from guahao.payments import services as payments
+from guahao.payments.providers import sandbox
+
+log = logging.getLogger("guahao.worker")
+
+Sender = Callable[[str, dict[str, str], bytes], int]
+
+
+def _send_message(topic: str, payload: dict) -> None:
+    message = status_message(topic, payload)
+    if message is not None:
+        channel().send(account_id=message.account_id, title=message.title, text=message.text)
+
+
+HANDLERS: dict[str, Callable[[str, dict], None]] = {
+    "payment.paid": lambda _t, p: booking.complete_paid_hold(payment_id=p["payment_id"]),
+    "refund.requested": lambda _t, p: payments.submit_refund(refund_id=p["refund_id"]),
+    "refund.succeeded": lambda _t, p: booking.finish_refund(refund_id=p["refund_id"]),
+}
+
+
+def handle(topic: str, payload: dict) -> None:
+    handler = HANDLERS.get(topic)
+    if handler is not None:
+        handler(topic, payload)
+    if topic.startswith(("registration.", "hold.")):
+        _send_message(topic, payload)
+
+
+def drain_outbox(*, worker_id: str = "worker", limit: int = 100) -> int:
+    events = outbox.claim_events(worker_id=worker_id, limit=limit)
+    for event in events:
+        try:
+            handle(event.topic, event.payload)
+        except Exception as exc:  # one bad event must not stop the others; it is retried with back-off
+            log.exception("event failed", extra={"event_id": event.id, "topic": event.topic})
+            outbox.mark_failed(event, f"{type(exc).__name__}: {exc}")
+        else:
+            outbox.mark_done(event)
+    return len(events)
+
+
+def run_once(*, worker_id: str = "worker", send: Sender | None = None) -> int:
+    """One pass: sandbox deliveries, outbox, sweeps. Returns how much work was done."""
+    work = 0
+    work += sandbox.deliver_due_notifications(send=send or sandbox.http_send)
+    work += drain_outbox(worker_id=worker_id)
+    work += booking.expire_holds()
+    return work
+
+
+def run_forever(*, worker_id: str, idle_sleep: float = 1.0) -> None:
+    log.info("worker started", extra={"worker_id": worker_id})
+    while True:
+        try:
+            busy = run_once(worker_id=worker_id)
+        except Exception:  # database restarts and the like: log, wait, go on
+            log.exception("worker pass failed")
+            busy = 0
+        if not busy:
+            time.sleep(idle_sleep)
