@@ -56,7 +56,8 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 def _mount() -> None:
     from guahao.booking.api import router as booking
     from guahao.catalog.api import router as catalog
-    from guahao.patients.api import auth_router, router as patients
+    from guahao.patients.api import auth_router
+    from guahao.patients.api import router as patients
     from guahao.payments.api import router as payments
     from guahao.scheduling.api import router as scheduling
 

@@ -29,3 +29,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "postgres" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The logs of the whole run must hold no phone or ID number in clear."""
+    import re
+
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    if not TEST_LOG.exists():
+        return
+    text = TEST_LOG.read_text(encoding="utf-8")
+    clear = re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)|(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])", text)
+    if clear:
+        print(f"\nA phone or ID number reached the test run's log in clear: {TEST_LOG}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 
 from guahao import clock, pii
 from guahao.booking import selectors, services
@@ -169,7 +169,7 @@ def create_hold(request: HttpRequest, body: HoldIn):
     hold = services.hold_slot(
         account=request.auth, slot_id=body.slot_id, session_id=body.session_id, window_start=body.window_start
     )
-    return 201, _hold_out(hold)
+    return Status(201, _hold_out(hold))
 
 
 @router.get("/holds/{hold_id}", response=HoldOut, summary="锁号详情（含倒计时）")

@@ -47,6 +47,9 @@ class Hold(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"锁号 {self.id}（{self.get_state_display()}）"
+
 
 class Registration(models.Model):
     """A registration (挂号单). Exists only for a hold that succeeded."""
@@ -75,3 +78,6 @@ class Registration(models.Model):
                 name="one_active_registration_per_slot",
             )
         ]
+
+    def __str__(self) -> str:
+        return self.registration_no

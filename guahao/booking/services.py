@@ -259,7 +259,10 @@ def pay_hold(*, account: Account, hold_id: int) -> tuple[Payment, PayParams]:
         if moved:
             emit("hold.paying", hold_id=hold.id, payment_id=payment.id)
     if not moved:
-        payments.close_payment(payment_id=payment.id)
+        try:
+            payments.close_payment(payment_id=payment.id)
+        except UpstreamUnavailable:
+            log.warning("closing payment failed; the sweeper retries", extra={"payment_id": payment.id})
         raise Conflict("锁号已超时，号源已释放，请重新选择号源", code="hold_expired")
     return payment, params
 

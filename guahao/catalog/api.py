@@ -38,12 +38,6 @@ class DepartmentNodeOut(Schema):
 DepartmentNodeOut.model_rebuild()
 
 
-class DepartmentTreeOut(Schema):
-    hospital_id: int
-    browse_level: int
-    departments: list[DepartmentNodeOut]
-
-
 class DepartmentBriefOut(Schema):
     id: int
     name: str
@@ -84,14 +78,10 @@ def list_hospitals(request: HttpRequest):
     return list(selectors.active_hospitals())
 
 
-@router.get("/hospitals/{hospital_id}/departments", response=DepartmentTreeOut)
+@router.get("/hospitals/{hospital_id}/departments", response=list[DepartmentNodeOut])
 def department_tree(request: HttpRequest, hospital_id: int):
-    hospital = selectors.get_hospital(hospital_id)
-    return {
-        "hospital_id": hospital.id,
-        "browse_level": hospital.browse_level,
-        "departments": selectors.department_tree(hospital),
-    }
+    """The root departments, each with its children down to the hospital's browse level."""
+    return selectors.department_tree(selectors.get_hospital(hospital_id))
 
 
 @router.get("/hospitals/{hospital_id}/doctors", response=list[DoctorOut])

@@ -123,3 +123,6 @@ class NoticeAck(models.Model):
     class Meta:
         verbose_name = verbose_name_plural = "须知确认"
         constraints = [models.UniqueConstraint(fields=["notice", "account"], name="notice_ack_once")]
+
+    def __str__(self) -> str:
+        return f"{self.notice} 已确认"

@@ -47,7 +47,7 @@ def get_doctor(doctor_id: int) -> Doctor:
         .first()
     )
     if doctor is None:
-        raise NotFound("医生不存在或已停诊", code="doctor_not_found")
+        raise NotFound("医生不存在或已停用", code="doctor_not_found")
     return doctor
 
 
@@ -144,7 +144,8 @@ def current_notices(hospital: Hospital) -> list[Notice]:
     current: dict[str, Notice] = {}
     for notice in Notice.objects.filter(hospital=hospital, is_active=True).order_by("kind", "-version"):
         current.setdefault(notice.kind, notice)
-    return list(current.values())
+    kinds = list(Notice.Kind.values)  # 挂号须知 before 防疫须知, as the kinds are declared
+    return sorted(current.values(), key=lambda n: kinds.index(n.kind) if n.kind in kinds else len(kinds))
 
 
 def acknowledged_notice_ids(*, account: Account, notices: list[Notice]) -> set[int]:

@@ -18,3 +18,6 @@ class OutboxEvent(models.Model):
     class Meta:
         verbose_name = verbose_name_plural = "事件"
         indexes = [models.Index(fields=["processed_at", "available_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.topic} #{self.id}"

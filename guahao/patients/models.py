@@ -34,6 +34,9 @@ class SmsCode(models.Model):
     class Meta:
         verbose_name = verbose_name_plural = "短信验证码"
 
+    def __str__(self) -> str:
+        return f"短信验证码 #{self.pk}"
+
 
 class AuthToken(models.Model):
     """A bearer token; only its SHA-256 is stored."""
@@ -45,6 +48,9 @@ class AuthToken(models.Model):
 
     class Meta:
         verbose_name = verbose_name_plural = "登录令牌"
+
+    def __str__(self) -> str:
+        return f"登录令牌 #{self.pk}"
 
 
 class Patient(models.Model):
@@ -100,6 +106,9 @@ class AccountPatient(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.account} · {self.patient}（{self.get_relation_display()}）"
+
 
 class PatientCard(models.Model):
     """The HIS's own patient id for a patient at one hospital."""
@@ -110,4 +119,9 @@ class PatientCard(models.Model):
 
     class Meta:
         verbose_name = verbose_name_plural = "就诊卡"
-        constraints = [models.UniqueConstraint(fields=["patient", "hospital"], name="one_card_per_hospital")]
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "hospital"], name="one_card_per_hospital")
+        ]
+
+    def __str__(self) -> str:
+        return self.card_no

@@ -14,7 +14,15 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from guahao import clock, pii
-from guahao.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, UpstreamUnavailable
+from guahao.errors import (
+    Conflict,
+    Forbidden,
+    GuahaoError,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    UpstreamUnavailable,
+)
 from guahao.patients import realname, sms
 from guahao.patients.idcard import parse_id_number, validate_name, validate_phone
 from guahao.patients.models import Account, AccountPatient, AuthToken, Patient, SmsCode
@@ -44,14 +52,19 @@ def send_sms_code(*, phone: str) -> None:
     now = clock.now()
     with transaction.atomic():
         _serialize_per_phone(phone_index)
-        last = SmsCode.objects.filter(phone_index=phone_index).order_by("-created_at", "-id").first()
+        last = (
+            SmsCode.objects.filter(phone_index=phone_index).order_by("-created_at", "-id").first()
+        )
         if last is not None and now - last.created_at < SMS_RESEND_INTERVAL:
             wait = math.ceil((SMS_RESEND_INTERVAL - (now - last.created_at)).total_seconds())
             raise RateLimited(
                 f"获取验证码过于频繁，请{wait}秒后再试", code="sms_too_soon", retry_after=wait
             )
         day_start = clock.at_local(clock.today(), dt.time.min)
-        if SmsCode.objects.filter(phone_index=phone_index, created_at__gte=day_start).count() >= SMS_DAILY_LIMIT:
+        if (
+            SmsCode.objects.filter(phone_index=phone_index, created_at__gte=day_start).count()
+            >= SMS_DAILY_LIMIT
+        ):
             raise RateLimited(
                 f"该手机号今日获取验证码已达{SMS_DAILY_LIMIT}次，请明天再试", code="sms_daily_limit"
             )
@@ -67,7 +80,9 @@ def send_sms_code(*, phone: str) -> None:
         # Not sent: forget the code so the patient may ask again at once instead of in 60 s.
         SmsCode.objects.filter(pk=sms_code.pk).delete()
         log.warning("sms code not sent to %s: %s", pii.mask_phone(phone), exc)
-        raise UpstreamUnavailable("短信发送失败，请稍后重新获取验证码", code="sms_not_sent") from exc
+        raise UpstreamUnavailable(
+            "短信发送失败，请稍后重新获取验证码", code="sms_not_sent"
+        ) from exc
     log.info("sms code issued", extra={"phone": pii.mask_phone(phone)})
 
 
@@ -84,9 +99,11 @@ def login(*, phone: str, code: str) -> str:
     phone_index = _phone_index(phone)
     now = clock.now()
     with transaction.atomic():
-        latest = SmsCode.objects.filter(phone_index=phone_index).order_by("-created_at", "-id").first()
+        latest = (
+            SmsCode.objects.filter(phone_index=phone_index).order_by("-created_at", "-id").first()
+        )
         refusal = _refuse_code(latest, code, now)
-        if refusal is None:
+        if refusal is None and latest is not None:
             claimed = SmsCode.objects.filter(
                 pk=latest.pk,
                 used_at__isnull=True,
@@ -98,10 +115,10 @@ def login(*, phone: str, code: str) -> str:
                 return issue_token(account=account)
             refusal = InvalidInput("验证码已使用，请重新获取", code="sms_code_used")
     # Raised outside the transaction: a wrong try must stay counted.
-    raise refusal
+    raise refusal or InvalidInput("请先获取验证码", code="sms_code_missing")
 
 
-def _refuse_code(latest: SmsCode | None, code: str, now: dt.datetime) -> Exception | None:
+def _refuse_code(latest: SmsCode | None, code: str, now: dt.datetime) -> GuahaoError | None:
     """Why `code` does not sign in (counting a wrong try), or None if it may be claimed."""
     if latest is None:
         return InvalidInput("请先获取验证码", code="sms_code_missing")
@@ -130,7 +147,10 @@ def issue_token(*, account: Account) -> str:
     now = clock.now()
     with transaction.atomic():
         AuthToken.objects.create(
-            account=account, key_hash=pii.token_hash(key), created_at=now, expires_at=now + TOKEN_TTL
+            account=account,
+            key_hash=pii.token_hash(key),
+            created_at=now,
+            expires_at=now + TOKEN_TTL,
         )
     return key
 
@@ -146,9 +166,13 @@ def issue_token_for_phone(*, phone: str) -> str:
 
 
 def _account_for_phone(phone: str, phone_index: str) -> Account:
-    account, created = Account.objects.get_or_create(phone_index=phone_index, defaults={"phone": phone})
+    account, created = Account.objects.get_or_create(
+        phone_index=phone_index, defaults={"phone": phone}
+    )
     if created:
-        log.info("account created", extra={"account_id": account.pk, "phone": pii.mask_phone(phone)})
+        log.info(
+            "account created", extra={"account_id": account.pk, "phone": pii.mask_phone(phone)}
+        )
     return account
 
 
@@ -223,12 +247,19 @@ def add_patient(
         _check_can_link(account=account, patient=patient, relation=relation)
         try:
             with transaction.atomic():
-                link = AccountPatient.objects.create(account=account, patient=patient, relation=relation)
+                link = AccountPatient.objects.create(
+                    account=account, patient=patient, relation=relation
+                )
         except IntegrityError as exc:
             raise Conflict("该就诊人已在您的就诊人列表中", code="patient_exists") from exc
     log.info(
         "patient linked",
-        extra={"account_id": account.pk, "patient_id": patient.pk, "relation": relation, "new_patient": created},
+        extra={
+            "account_id": account.pk,
+            "patient_id": patient.pk,
+            "relation": relation,
+            "new_patient": created,
+        },
     )
     return link
 
@@ -247,7 +278,10 @@ def _check_can_link(*, account: Account, patient: Patient | None, relation: str)
     links = AccountPatient.objects.filter(account=account)
     if patient is not None and patient.pk and links.filter(patient=patient).exists():
         raise Conflict("该就诊人已在您的就诊人列表中", code="patient_exists")
-    if relation == AccountPatient.Relation.SELF and links.filter(relation=AccountPatient.Relation.SELF).exists():
+    if (
+        relation == AccountPatient.Relation.SELF
+        and links.filter(relation=AccountPatient.Relation.SELF).exists()
+    ):
         raise Conflict("每个账号只能添加一位“本人”", code="self_exists")
     if links.count() >= MAX_PATIENTS_PER_ACCOUNT:
         raise Conflict(f"每个账号最多添加{MAX_PATIENTS_PER_ACCOUNT}位就诊人", code="patient_limit")
@@ -266,5 +300,6 @@ def _verify_realname(*, name: str, id_type: str, id_number: str) -> None:
     except realname.RealnameUnavailable as exc:
         log.warning("realname service unavailable: %s", exc)
         raise UpstreamUnavailable(
-            "实名核验服务暂时无法响应，请稍后重试；如仍有问题请联系医院客服", code="realname_unavailable"
+            "实名核验服务暂时无法响应，请稍后重试；如仍有问题请联系医院客服",
+            code="realname_unavailable",
         ) from exc

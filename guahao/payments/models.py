@@ -32,6 +32,9 @@ class Payment(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return self.out_trade_no
+
 
 class Refund(models.Model):
     class State(models.TextChoices):
@@ -49,6 +52,9 @@ class Refund(models.Model):
 
     class Meta:
         verbose_name = verbose_name_plural = "退款"
+
+    def __str__(self) -> str:
+        return self.refund_no
 
 
 class SandboxTrade(models.Model):
@@ -69,6 +75,9 @@ class SandboxTrade(models.Model):
     created_at = models.DateTimeField()
     paid_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return self.out_trade_no
+
 
 class SandboxRefund(models.Model):
     class State(models.TextChoices):
@@ -82,6 +91,9 @@ class SandboxRefund(models.Model):
     state = models.CharField(max_length=12, choices=State.choices, default=State.PROCESSING)
     created_at = models.DateTimeField()
     succeeded_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.out_refund_no
 
 
 class SandboxNotification(models.Model):
@@ -108,6 +120,9 @@ class SandboxNotification(models.Model):
     class Meta:
         indexes = [models.Index(fields=["delivered_at", "given_up_at", "next_attempt_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}"
+
 
 class SeenNonce(models.Model):
     """Nonces of accepted provider notifications, kept while their timestamp could still pass the
@@ -119,3 +134,6 @@ class SeenNonce(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["provider", "nonce"], name="seen_nonce_once")]
+
+    def __str__(self) -> str:
+        return self.nonce

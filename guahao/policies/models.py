@@ -15,3 +15,6 @@ class Restriction(models.Model):
 
     class Meta:
         verbose_name = verbose_name_plural = "预约限制"
+
+    def __str__(self) -> str:
+        return f"{self.reason}（至 {self.until}）"

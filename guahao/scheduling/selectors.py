@@ -9,7 +9,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import models
-from django.db.models import BooleanField, Count, ExpressionWrapper, OuterRef, Q, Subquery
+from django.db.models import (
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
 from django.db.models.functions import Coalesce
 
 from guahao import clock
@@ -35,7 +44,7 @@ class SessionState(models.TextChoices):
 
 
 def free_slot_q(now: dt.datetime) -> Q:
-    """The one definition of a free slot, for Slot querysets: never claimed, or held by a hold whose
+    """The one definition of a free slot, for Slot querysets: state free, or held by a hold whose
     lock has run out (so expiry needs no sweeper). Use it in the WHERE of the claiming UPDATE."""
     return Q(state=Slot.State.FREE) | Q(state=Slot.State.HELD, held_until__lte=now)
 
@@ -51,6 +60,15 @@ def _free_count(now: dt.datetime) -> Coalesce:
         .values("n")
     )
     return Coalesce(Subquery(free, output_field=models.IntegerField()), 0)
+
+
+def with_slot_counts(sessions: QuerySet[Session], *, now: dt.datetime) -> QuerySet[Session]:
+    """Annotate each session with `free` (free numbers now) and `total` (all numbers), in the same
+    query: for lists such as the console's."""
+    total = (
+        Slot.objects.filter(session=OuterRef("pk")).order_by().values("session").annotate(n=Count("pk")).values("n")
+    )
+    return sessions.annotate(free=_free_count(now), total=Coalesce(Subquery(total, output_field=models.IntegerField()), 0))
 
 
 # --- release rules --------------------------------------------------------------------------------
@@ -90,10 +108,13 @@ def released_at(session: Session, rule: ReleaseRule) -> dt.datetime:
     return clock.at_local(session.date - dt.timedelta(days=rule.window_days), rule.release_time)
 
 
-def _gate(session: Session, rule: ReleaseRule, now: dt.datetime) -> tuple[SessionState | None, dt.datetime]:
-    """Why a session cannot be booked at `now` (None: it can), and its release moment."""
+def _gate(
+    session: Session, rule: ReleaseRule, now: dt.datetime, *, status: str | None = None
+) -> tuple[SessionState | None, dt.datetime]:
+    """Why a session cannot be booked at `now` (None: it can), and its release moment. `status`
+    overrides the session object's, when the caller has just read it from the database."""
     release = released_at(session, rule)
-    if session.status == Session.Status.SUSPENDED:
+    if (status or session.status) == Session.Status.SUSPENDED:
         return SessionState.SUSPENDED, release
     if now >= session.starts_at:
         return SessionState.CLOSED, release
@@ -107,13 +128,38 @@ def format_release_time(moment: dt.datetime) -> str:
     return f"{local.month}月{local.day}日 {local:%H:%M}"
 
 
+def _visible_sessions() -> QuerySet[Session]:
+    """Sessions patients may see: their hospital, department and doctor (if any) are active."""
+    return Session.objects.filter(hospital__is_active=True, department__is_active=True).filter(
+        Q(doctor__isnull=True) | Q(doctor__is_active=True)
+    )
+
+
+def get_session(session_id: int) -> Session:
+    """A session patients may see (see `_visible_sessions`), with what its display needs loaded."""
+    session = (
+        _visible_sessions()
+        .select_related("hospital", "department", "doctor", "registration_type")
+        .filter(id=session_id)
+        .first()
+    )
+    if session is None:
+        raise NotFound("排班不存在或已停用", code="session_not_found")
+    return session
+
+
 def check_bookable(session: Session, *, now: dt.datetime) -> ReleaseRule:
     """Raise Conflict unless the session can be booked at `now`; return the release rule in force
     (lock minutes, caps) for the caller to apply. Codes: session_suspended, session_closed (the
     session has started or ended), not_released (detail release_at). Slot freeness is the caller's
-    conditional UPDATE with `free_slot_q`."""
+    conditional UPDATE with `free_slot_q`. A session whose hospital, department or doctor has been
+    switched off is NotFound (session_not_found), as it is to browsing. The status is read afresh,
+    so a 停诊 made after the caller loaded the session still counts."""
+    status = _visible_sessions().filter(id=session.id).values_list("status", flat=True).first()
+    if status is None:
+        raise NotFound("排班不存在或已停用", code="session_not_found")
     rule = release_rule_for(session)
-    state, release = _gate(session, rule, now)
+    state, release = _gate(session, rule, now, status=status)
     if state == SessionState.SUSPENDED:
         raise Conflict("该时段已停诊，请选择其他日期或医生", code="session_suspended")
     if state == SessionState.CLOSED:
@@ -125,19 +171,6 @@ def check_bookable(session: Session, *, now: dt.datetime) -> ReleaseRule:
             release_at=clock.local(release).isoformat(),
         )
     return rule
-
-
-def get_session(session_id: int) -> Session:
-    """A session patients may see: its hospital, department and doctor (if any) are active."""
-    session = (
-        Session.objects.select_related("hospital", "department", "doctor", "registration_type")
-        .filter(id=session_id, hospital__is_active=True, department__is_active=True)
-        .filter(Q(doctor__isnull=True) | Q(doctor__is_active=True))
-        .first()
-    )
-    if session is None:
-        raise NotFound("排班不存在或已停用", code="session_not_found")
-    return session
 
 
 # --- availability -----------------------------------------------------------------------------
@@ -242,7 +275,8 @@ def availability(
     sessions = (
         sessions.select_related("department", "doctor", "registration_type")
         .annotate(free=_free_count(now))
-        .order_by("date", "starts_at", "department__sort_order", "doctor__sort_order", "id")
+        # Department clinics (no doctor) first, then doctors in the hospital's order, on every DB.
+        .order_by("date", "starts_at", "department__sort_order", F("doctor__sort_order").asc(nulls_first=True), "id")
     )
     rules = _RuleBook(hospital.id, index)
     by_date: dict[dt.date, list[SessionAvailability]] = {d: [] for d in dates}

@@ -8,7 +8,14 @@ from guahao import clock
 from guahao.catalog.models import Department, Doctor, Hospital, Notice, NoticeAck
 from guahao.patients.models import Account, Patient
 from guahao.scheduling.models import ReleaseRule, Session
-from guahao.testing import make_account, make_department, make_doctor, make_hospital, make_patient, make_session
+from guahao.testing import (
+    make_account,
+    make_department,
+    make_doctor,
+    make_hospital,
+    make_patient,
+    make_session,
+)
 
 
 @dataclass

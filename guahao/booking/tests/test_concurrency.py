@@ -37,7 +37,7 @@ def test_200_clients_holding_the_same_slot_exactly_one_wins(world, crowd):
         session = make_session(world.department, slots=1)
         slot = session.slots.get()
         results = run_concurrently(
-            [lambda a=a: services.hold_slot(account=a, slot_id=slot.id) for a in crowd]
+            [lambda a=a, s=slot.id: services.hold_slot(account=a, slot_id=s) for a in crowd]
         )
         wins, losses = _outcomes(results)
         assert len(wins) == 1
@@ -52,7 +52,7 @@ def test_200_clients_holding_next_free_in_a_window_of_20_fill_it_exactly(world, 
         window = session.slots.first().window_start
         results = run_concurrently(
             [
-                lambda a=a: services.hold_slot(account=a, session_id=session.id, window_start=window)
+                lambda a=a, s=session.id, w=window: services.hold_slot(account=a, session_id=s, window_start=w)
                 for a in crowd
             ]
         )

@@ -1,0 +1,92 @@
+"""Every paid payment ends as exactly one registration or exactly one refund."""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urlsplit
+
+import pytest
+
+from guahao import clock
+from guahao.booking import services
+from guahao.booking.models import Hold, Registration
+from guahao.booking.states import HoldState
+from guahao.payments.models import Payment, Refund, SandboxNotification
+from guahao.scheduling.models import Slot
+from guahao.testing import ApiClient, client_send, make_account, run_concurrently, run_worker
+
+
+def confirmed_hold(world, booker) -> Hold:
+    account, patient = booker
+    hold = services.hold_slot(account=account, slot_id=world.session.slots.first().id)
+    return services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="alipay", insurance=False)
+
+
+def pay_on_sandbox(pay_url: str) -> None:
+    response = ApiClient().post(urlsplit(pay_url).path, {"result": "success"})
+    assert response.status_code == 200, response.content
+
+
+def test_payment_after_expiry_is_refunded_exactly_once(world, booker):
+    hold = confirmed_hold(world, booker)
+    payment, params = services.pay_hold(account=booker[0], hold_id=hold.id)
+    with clock.travel(dt.timedelta(minutes=10, seconds=30)):
+        pay_on_sandbox(params.pay_url)
+        run_worker()
+        hold.refresh_from_db()
+        assert hold.state == HoldState.EXPIRED
+        assert not Registration.objects.filter(hold=hold).exists()
+        refunds = Refund.objects.filter(payment=payment)
+        assert refunds.count() == 1
+        assert refunds.get().state == Refund.State.SUCCEEDED
+        # The provider re-sends the paid notification (it thinks we missed it): still one refund.
+        notice = SandboxNotification.objects.filter(kind="TRANSACTION.SUCCESS").first()
+        SandboxNotification.objects.filter(id=notice.id).update(delivered_at=None, next_attempt_at=clock.now())
+        run_worker()
+        assert Refund.objects.filter(payment=payment).count() == 1
+        payment.refresh_from_db()
+        assert payment.refunded_fen == payment.amount_fen
+
+
+def test_slot_of_an_expired_paying_hold_goes_to_the_next_patient(world, booker):
+    hold = confirmed_hold(world, booker)
+    services.pay_hold(account=booker[0], hold_id=hold.id)
+    with clock.travel(dt.timedelta(minutes=11)):
+        other = services.hold_slot(account=make_account(), slot_id=hold.slot_id)
+        assert other.state == HoldState.HELD
+
+
+def test_a_second_paid_order_for_the_same_hold_is_refunded(world, booker):
+    hold = confirmed_hold(world, booker)
+    first, first_params = services.pay_hold(account=booker[0], hold_id=hold.id)
+    second, second_params = services.pay_hold(account=booker[0], hold_id=hold.id)
+    pay_on_sandbox(second_params.pay_url)
+    run_worker()
+    hold.refresh_from_db()
+    assert hold.state == HoldState.SUCCEEDED and hold.payment_id == second.id
+    # The first order was closed when the patient paid again; if it had been paid anyway, the
+    # money must come back rather than buy a second number.
+    first.refresh_from_db()
+    assert first.state == Payment.State.CLOSED
+    assert Registration.objects.filter(hold=hold).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_concurrent_deliveries_of_the_paid_notification_make_one_registration(world, booker):
+    hold = confirmed_hold(world, booker)
+    payment, params = services.pay_hold(account=booker[0], hold_id=hold.id)
+    pay_on_sandbox(params.pay_url)
+    notice = SandboxNotification.objects.get(kind="TRANSACTION.SUCCESS")
+
+    from guahao.payments.providers import sandbox
+
+    deliveries = [sandbox.signed_delivery(notice) for _ in range(10)]
+    results = run_concurrently([lambda d=d: client_send(*d) for d in deliveries])
+    assert all(ok and status == 200 for ok, status in results), results
+    run_worker()
+
+    assert Registration.objects.filter(hold=hold).count() == 1
+    assert Hold.objects.get(id=hold.id).state == HoldState.SUCCEEDED
+    assert Payment.objects.get(id=payment.id).state == Payment.State.PAID
+    assert not Refund.objects.filter(payment=payment).exists()
+    assert Slot.objects.get(id=hold.slot_id).state == Slot.State.BOOKED

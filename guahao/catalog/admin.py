@@ -1,0 +1,172 @@
+"""The operator console for the catalog: hospitals, departments, doctors and notices."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+
+from guahao.catalog import services
+from guahao.catalog.models import Campus, Department, Doctor, Hospital, Notice, NoticeAck
+
+
+class CampusInline(admin.TabularInline):
+    model = Campus
+    extra = 0
+
+
+@admin.register(Hospital)
+class HospitalAdmin(admin.ModelAdmin):
+    list_display = ("name", "code", "grade", "browse_level", "schedule_days", "service_phone", "is_active")
+    list_filter = ("is_active", "grade")
+    search_fields = ("name", "code", "short_name")
+    inlines = [CampusInline]
+
+
+@admin.register(Campus)
+class CampusAdmin(admin.ModelAdmin):
+    list_display = ("name", "hospital", "address")
+    list_filter = ("hospital",)
+    search_fields = ("name", "address")
+
+
+class DepartmentForm(forms.ModelForm):
+    class Meta:
+        model = Department
+        fields = ("hospital", "campus", "parent", "code", "name", "intro", "location", "sort_order", "is_active")
+
+    def clean(self):
+        data = super().clean()
+        parent, hospital = data.get("parent"), data.get("hospital")
+        if parent is not None:
+            if hospital is not None and parent.hospital_id != hospital.id:
+                raise forms.ValidationError("上级科室须属于同一家医院")
+            if parent.level >= 3:
+                raise forms.ValidationError("科室最多三级：三级科室下不能再设下级科室")
+            if self.instance.pk and parent.pk == self.instance.pk:
+                raise forms.ValidationError("上级科室不能是自己")
+        moved = self.instance.pk and "parent" in self.changed_data
+        if moved and self.instance.children.exists():
+            raise forms.ValidationError("该科室有下级科室，不能调整上级；请先调整其下级科室")
+        return data
+
+
+@admin.register(Department)
+class DepartmentAdmin(admin.ModelAdmin):
+    form = DepartmentForm
+    list_display = ("name", "parent", "level", "hospital", "code", "location", "sort_order", "is_active")
+    list_filter = ("hospital", "level", "is_active", "campus")
+    list_select_related = ("parent", "hospital")
+    search_fields = ("name", "code")
+    ordering = ("hospital", "level", "sort_order", "id")
+    readonly_fields = ("level",)
+    autocomplete_fields = ("parent",)
+
+    def save_model(self, request: HttpRequest, obj: Department, form, change: bool) -> None:
+        # The level follows the parent, so the tree the patients browse stays consistent.
+        obj.level = obj.parent.level + 1 if obj.parent_id else 1
+        super().save_model(request, obj, form, change)
+
+
+class DoctorForm(forms.ModelForm):
+    class Meta:
+        model = Doctor
+        fields = ("hospital", "department", "code", "name", "title", "specialty", "intro", "sort_order", "is_active")
+
+    def clean(self):
+        data = super().clean()
+        department, hospital = data.get("department"), data.get("hospital")
+        if department is not None and hospital is not None and department.hospital_id != hospital.id:
+            raise forms.ValidationError("所属科室须属于同一家医院")
+        return data
+
+
+@admin.register(Doctor)
+class DoctorAdmin(admin.ModelAdmin):
+    form = DoctorForm
+    list_display = ("name", "title", "department", "hospital", "code", "sort_order", "is_active")
+    list_filter = ("hospital", "title", "is_active", "department")
+    list_select_related = ("department", "hospital")
+    search_fields = ("name", "code", "specialty")
+    autocomplete_fields = ("department",)
+
+
+class NoticeAddForm(forms.ModelForm):
+    class Meta:
+        model = Notice
+        fields = ("hospital", "kind", "title", "body", "requires_ack")
+
+
+@admin.register(Notice)
+class NoticeAdmin(admin.ModelAdmin):
+    """Published text is what patients confirmed, so it is never edited in place: a change is a new
+    version (“复制为新版本”), which every patient must confirm again."""
+
+    list_display = ("title", "kind", "version", "hospital", "requires_ack", "is_active", "published_at", "ack_count")
+    list_filter = ("hospital", "kind", "is_active")
+    search_fields = ("title", "body")
+    actions = ["copy_as_new_version"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Notice]:
+        return super().get_queryset(request).select_related("hospital").annotate(n_acks=Count("acks"))
+
+    @admin.display(description="确认人数", ordering="n_acks")
+    def ack_count(self, obj: Notice) -> int:
+        return obj.n_acks
+
+    def get_form(self, request: HttpRequest, obj: Notice | None = None, change: bool = False, **kwargs):
+        if obj is None:
+            kwargs["form"] = NoticeAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Notice | None = None):
+        if obj is None:
+            return NoticeAddForm.Meta.fields
+        return ("hospital", "kind", "version", "title", "body", "requires_ack", "is_active", "published_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Notice | None = None):
+        if obj is None:
+            return ()
+        return ("hospital", "kind", "version", "title", "body", "requires_ack", "published_at")
+
+    def save_model(self, request: HttpRequest, obj: Notice, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        published = services.publish_notice(
+            hospital=obj.hospital, kind=obj.kind, title=obj.title, body=obj.body, requires_ack=obj.requires_ack
+        )
+        obj.pk, obj.version = published.pk, published.version
+        messages.info(request, f"已发布第 {published.version} 版；患者须重新确认后方可预约")
+
+    @admin.action(description="复制为新版本（编辑后发布）")
+    def copy_as_new_version(self, request: HttpRequest, queryset: QuerySet[Notice]):
+        if queryset.count() != 1:
+            self.message_user(request, "请只选择一条须知", level=messages.WARNING)
+            return None
+        notice = queryset.get()
+        initial = {
+            "hospital": notice.hospital_id,
+            "kind": notice.kind,
+            "title": notice.title,
+            "body": notice.body,
+            "requires_ack": "on" if notice.requires_ack else "",
+        }
+        return HttpResponseRedirect(f"{reverse('admin:catalog_notice_add')}?{urlencode(initial)}")
+
+
+@admin.register(NoticeAck)
+class NoticeAckAdmin(admin.ModelAdmin):
+    list_display = ("notice", "account", "acked_at")
+    list_filter = ("notice__hospital", "notice__kind")
+    list_select_related = ("notice", "account")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: NoticeAck | None = None) -> bool:
+        return False

@@ -1,0 +1,328 @@
+"""Writes of payments and refunds. Calls to a provider happen outside our transactions; what we learn
+from a provider (a notification, a query answer) is written with conditional UPDATEs, so a repeated
+or concurrent answer changes state once and writes one outbox event.
+
+Every paid payment ends as a Registration or a Refund: "payment.paid" tells booking to decide which,
+"refund.requested" tells the worker to submit a refund, "refund.succeeded" to finish it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from guahao import clock
+from guahao.errors import Conflict, InvalidInput, UpstreamUnavailable
+from guahao.notifications.services import emit
+from guahao.payments import selectors
+from guahao.payments.models import Payment, Refund
+from guahao.payments.providers import UnknownProvider, provider
+from guahao.payments.providers.base import (
+    BadNotification,
+    Notification,
+    OrderRequest,
+    PayParams,
+    ProviderRefused,
+    ProviderTimeout,
+)
+from guahao.payments.providers.replay import prune_seen_nonces
+
+if TYPE_CHECKING:
+    from guahao.booking.models import Hold
+
+__all__ = [
+    "RecordedNotification",
+    "UnknownProvider",
+    "close_payment",
+    "provider",
+    "record_notification",
+    "refresh_payment",
+    "request_refund",
+    "start_payment",
+    "submit_refund",
+]
+
+log = logging.getLogger("guahao.payments")
+
+PROVIDER_UNAVAILABLE = "支付渠道暂时无法响应，请稍后重试"
+
+
+class RefundExceedsPayment(RuntimeError):
+    """Our books would show more refunded than paid: never expected; rolls the notification back."""
+
+
+@dataclass(frozen=True)
+class RecordedNotification:
+    kind: str  # "trade" or "refund"
+    payment_id: int
+    refund_id: int | None
+    newly_settled: bool  # this notification changed state (False for a repeat)
+
+
+def start_payment(*, hold: Hold) -> tuple[Payment, PayParams]:
+    """Open a new payment order for `hold` at the configured provider and return what the patient's
+    client needs to pay it. Earlier open orders of the hold are closed first, so a failed payment may
+    be retried with a new order number. Raises UpstreamUnavailable when the provider does not answer
+    or refuses (no automatic retry), and Conflict when an earlier order turns out to be paid already
+    (that payment is settled here; booking completes it from the "payment.paid" event)."""
+    if hold.fee_fen <= 0:
+        raise InvalidInput("本次挂号无需支付", code="nothing_to_pay")
+    if not hold.channel:
+        raise InvalidInput("请先选择支付方式", code="channel_required")
+    already_paid = False
+    for earlier in Payment.objects.filter(hold_id=hold.id, state=Payment.State.CREATED).order_by("id"):
+        if not _close_or_settle(earlier):
+            already_paid = True
+    if already_paid:
+        raise Conflict("您已完成支付，正在为您办理挂号，请稍后刷新查看", code="payment_already_paid")
+
+    gateway = provider()
+    with transaction.atomic():
+        payment = Payment.objects.create(
+            hold=hold,
+            account_id=hold.account_id,
+            provider=gateway.name,
+            channel=hold.channel,
+            insurance=hold.insurance,
+            out_trade_no=_new_out_trade_no(),
+            amount_fen=hold.fee_fen,
+            state=Payment.State.CREATED,
+            created_at=clock.now(),
+        )
+    order = OrderRequest(
+        out_trade_no=payment.out_trade_no,
+        amount_fen=payment.amount_fen,
+        description=_description(hold),
+        channel=payment.channel,
+        notify_url=f"{settings.PUBLIC_URL}/api/v1/payments/notify/{gateway.name}",
+    )
+    try:
+        params = gateway.create_order(order)
+    except ProviderRefused as exc:
+        # The provider has no such order: nothing can be paid on it.
+        Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(state=Payment.State.CLOSED)
+        log.warning("payment order refused", extra={"out_trade_no": payment.out_trade_no, "error": str(exc)})
+        raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
+    except ProviderTimeout as exc:
+        # The order may exist at the provider: the payment stays CREATED, to be closed later.
+        log.warning("payment order timed out", extra={"out_trade_no": payment.out_trade_no})
+        raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
+    log.info("payment order created", extra={"payment_id": payment.id, "out_trade_no": payment.out_trade_no})
+    return payment, params
+
+
+def close_payment(*, payment_id: int) -> None:
+    """Close an unpaid order (the hold is over, or a new order replaces it). Idempotent. An order the
+    provider says is paid is settled instead (booking then refunds it). Raises UpstreamUnavailable
+    when the provider does not answer; the caller (the sweeper) tries again later."""
+    payment = Payment.objects.get(id=payment_id)
+    if payment.state == Payment.State.CREATED:
+        _close_or_settle(payment)
+
+
+def refresh_payment(*, payment_id: int) -> bool:
+    """Ask the provider about an open order and settle it if paid (for a lost notification or the
+    patient's "我已支付" button). Returns True when this call settled it."""
+    payment = Payment.objects.get(id=payment_id)
+    if payment.state == Payment.State.PAID:
+        return False
+    try:
+        status = provider(payment.provider).query_order(payment.out_trade_no)
+    except (ProviderTimeout, ProviderRefused) as exc:
+        raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
+    if status.state != "SUCCESS":
+        return False
+    return _settle_from_query(payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id)
+
+
+def record_notification(*, provider_name: str, headers: dict[str, str], body: bytes) -> RecordedNotification:
+    """Verify a provider's notification and record what it says, in one transaction: a paid trade
+    moves its payment to PAID and writes "payment.paid"; a finished refund moves the refund to
+    SUCCEEDED, adds to the payment's refunded amount and writes "refund.succeeded". Repeated and
+    concurrent deliveries change state once. Raises BadNotification (bad signature, stale, replayed,
+    unknown order, amount mismatch) and UnknownProvider."""
+    gateway = provider(provider_name)
+    prune_seen_nonces()
+    with transaction.atomic():
+        note = gateway.parse_notification(headers=headers, body=body)
+        if note.kind == "trade":
+            return _record_trade_paid(provider_name=provider_name, note=note)
+        if note.kind == "refund":
+            return _record_refund_succeeded(provider_name=provider_name, note=note)
+        raise BadNotification(f"unknown notification kind {note.kind!r}")
+
+
+def request_refund(*, payment: Payment, amount_fen: int, reason: str, refund_no: str) -> Refund:
+    """Start a refund of a paid payment: a PROCESSING Refund and a "refund.requested" event (the
+    worker then calls submit_refund). Idempotent by refund_no: the same number returns the same
+    refund. Refuses more than remains refundable, counting refunds in progress. Meant to run inside
+    the caller's transaction (it nests as a savepoint)."""
+    with transaction.atomic():
+        # Lock the payment row so two refunds of one payment are checked one after the other
+        # (PostgreSQL; SQLite serialises writing transactions anyway).
+        locked = Payment.objects.select_for_update().get(id=payment.id)
+        existing = Refund.objects.filter(refund_no=refund_no).first()
+        if existing is not None:
+            if existing.payment_id != locked.id or existing.amount_fen != amount_fen:
+                raise Conflict("退款单号已用于另一笔退款", code="refund_no_conflict")
+            return existing
+        if amount_fen <= 0:
+            raise InvalidInput("退款金额必须大于零", code="invalid_refund_amount")
+        if locked.state != Payment.State.PAID:
+            raise Conflict("订单尚未支付，无法退款", code="payment_not_paid")
+        if amount_fen > selectors.refundable_fen(locked):
+            raise Conflict("退款金额超过可退金额", code="refund_exceeds_paid")
+        refund = Refund.objects.create(
+            payment=locked,
+            refund_no=refund_no,
+            amount_fen=amount_fen,
+            reason=reason[:100],
+            state=Refund.State.PROCESSING,
+            created_at=clock.now(),
+        )
+        emit("refund.requested", refund_id=refund.id, payment_id=locked.id)
+    log.info("refund requested", extra={"refund_id": refund.id, "payment_id": locked.id, "amount_fen": amount_fen})
+    return refund
+
+
+def submit_refund(*, refund_id: int) -> None:
+    """Send a PROCESSING refund to the provider (idempotent there by refund_no, so the worker may
+    call this again). Its notification settles it later. ProviderTimeout propagates and leaves the
+    refund PROCESSING, so the worker backs off and retries; a refusal marks it FAILED and writes
+    "refund.failed" for the operators."""
+    refund = Refund.objects.select_related("payment").get(id=refund_id)
+    if refund.state != Refund.State.PROCESSING:
+        return
+    payment = refund.payment
+    try:
+        answer = provider(payment.provider).refund(
+            out_trade_no=payment.out_trade_no,
+            out_refund_no=refund.refund_no,
+            amount_fen=refund.amount_fen,
+            total_fen=payment.amount_fen,
+            reason=refund.reason,
+        )
+    except ProviderTimeout:
+        log.warning("refund submit timed out; retried later", extra={"refund_id": refund.id})
+        raise
+    except ProviderRefused as exc:
+        with transaction.atomic():
+            failed = Refund.objects.filter(id=refund.id, state=Refund.State.PROCESSING).update(
+                state=Refund.State.FAILED
+            )
+            if failed:
+                emit("refund.failed", refund_id=refund.id, payment_id=payment.id, error=str(exc)[:200])
+        log.error(
+            "refund refused by provider; an operator must handle it",
+            extra={"refund_id": refund.id, "payment_id": payment.id, "error": str(exc)},
+        )
+        return
+    log.info("refund submitted", extra={"refund_id": refund.id, "provider_state": answer.state})
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _record_trade_paid(*, provider_name: str, note: Notification) -> RecordedNotification:
+    payment = Payment.objects.filter(out_trade_no=note.out_trade_no, provider=provider_name).first()
+    if payment is None:
+        raise BadNotification("unknown out_trade_no")
+    if note.amount_fen != payment.amount_fen:
+        log.error(
+            "paid amount differs from the order; an operator must check it",
+            extra={"payment_id": payment.id, "expected_fen": payment.amount_fen, "notified_fen": note.amount_fen},
+        )
+        raise BadNotification("amount does not match the order")
+    newly = _mark_paid(payment_id=payment.id, transaction_id=note.transaction_id)
+    return RecordedNotification(kind="trade", payment_id=payment.id, refund_id=None, newly_settled=newly)
+
+
+def _record_refund_succeeded(*, provider_name: str, note: Notification) -> RecordedNotification:
+    refund = Refund.objects.select_related("payment").filter(refund_no=note.out_refund_no).first()
+    if refund is None or refund.payment.out_trade_no != note.out_trade_no or refund.payment.provider != provider_name:
+        raise BadNotification("unknown out_refund_no")
+    if note.amount_fen != refund.amount_fen:
+        raise BadNotification("refund amount does not match")
+    # FAILED too: the provider's word on where the money is wins over our earlier reading.
+    newly = Refund.objects.filter(
+        id=refund.id, state__in=[Refund.State.PROCESSING, Refund.State.FAILED]
+    ).update(state=Refund.State.SUCCEEDED, succeeded_at=clock.now())
+    if newly:
+        counted = Payment.objects.filter(
+            id=refund.payment_id, refunded_fen__lte=F("amount_fen") - refund.amount_fen
+        ).update(refunded_fen=F("refunded_fen") + refund.amount_fen)
+        if not counted:
+            log.error("refund would exceed the payment", extra={"refund_id": refund.id})
+            raise RefundExceedsPayment(f"refund {refund.id} exceeds payment {refund.payment_id}")
+        emit("refund.succeeded", refund_id=refund.id, payment_id=refund.payment_id)
+        log.info("refund succeeded", extra={"refund_id": refund.id, "payment_id": refund.payment_id})
+    return RecordedNotification(
+        kind="refund", payment_id=refund.payment_id, refund_id=refund.id, newly_settled=bool(newly)
+    )
+
+
+def _mark_paid(*, payment_id: int, transaction_id: str) -> bool:
+    """CREATED or CLOSED → PAID once (a closed order can still have been paid just before), with its
+    "payment.paid" event in the same transaction."""
+    with transaction.atomic():
+        updated = Payment.objects.filter(
+            id=payment_id, state__in=[Payment.State.CREATED, Payment.State.CLOSED]
+        ).update(state=Payment.State.PAID, paid_at=clock.now(), provider_trade_no=transaction_id)
+        if updated:
+            emit("payment.paid", payment_id=payment_id)
+    if updated:
+        log.info("payment paid", extra={"payment_id": payment_id})
+    return bool(updated)
+
+
+def _close_or_settle(payment: Payment) -> bool:
+    """Close an open order at its provider and mark it CLOSED; True when it is closed (or at least
+    not known to be paid). When the provider refuses because the order is paid, settle it from the
+    provider's answer and return False. Raises UpstreamUnavailable when the provider does not answer."""
+    gateway = provider(payment.provider)
+    try:
+        gateway.close_order(payment.out_trade_no)
+    except ProviderTimeout as exc:
+        raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
+    except ProviderRefused:
+        try:
+            status = gateway.query_order(payment.out_trade_no)
+        except ProviderTimeout as exc:
+            raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
+        except ProviderRefused:
+            # Neither closable nor known: keep it CREATED, so a late notification can still settle it.
+            log.warning("order neither closable nor found", extra={"payment_id": payment.id})
+            return True
+        if status.state == "SUCCESS":
+            _settle_from_query(payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id)
+            return False
+        if status.state != "CLOSED":
+            log.warning("provider refused to close an unpaid order", extra={"payment_id": payment.id})
+            return True
+    Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(state=Payment.State.CLOSED)
+    return True
+
+
+def _settle_from_query(payment: Payment, *, amount_fen: int, transaction_id: str) -> bool:
+    if amount_fen != payment.amount_fen:
+        log.error(
+            "paid amount differs from the order; an operator must check it",
+            extra={"payment_id": payment.id, "expected_fen": payment.amount_fen, "provider_fen": amount_fen},
+        )
+        return False
+    return _mark_paid(payment_id=payment.id, transaction_id=transaction_id)
+
+
+def _new_out_trade_no() -> str:
+    """GH + local yymmddHHMMSS + 8 random digits: 22 characters, new for every order."""
+    return "GH" + clock.local_now().strftime("%y%m%d%H%M%S") + f"{secrets.randbelow(10**8):08d}"
+
+
+def _description(hold: Hold) -> str:
+    session = hold.session
+    return f"{session.hospital.name}-{session.department.name}-挂号费"[:127]

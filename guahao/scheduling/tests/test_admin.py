@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+
+from guahao.scheduling.models import Session
+from guahao.testing import make_session
+
+from .conftest import day
+
+
+@pytest.fixture
+def operator(db) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+    return client
+
+
+def test_scheduling_console_pages_open_and_suspend(operator, world):
+    session = make_session(world.cardiology, doctor=world.doctor, day=day(1))
+    for model in ("registrationtype", "releaserule", "session", "slot"):
+        assert operator.get(reverse(f"admin:scheduling_{model}_changelist")).status_code == 200, model
+    listing = operator.get(reverse("admin:scheduling_session_changelist")).content.decode()
+    assert "4/4" in listing  # free/total numbers
+    assert operator.get(reverse("admin:scheduling_session_change", args=[session.id])).status_code == 200
+
+    response = operator.post(
+        reverse("admin:scheduling_session_changelist"), {"action": "suspend", "_selected_action": [session.id]}
+    )
+    assert response.status_code == 302
+    session.refresh_from_db()
+    assert session.status == Session.Status.SUSPENDED
