@@ -8,13 +8,21 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.renderers import JSONRenderer
 
 from guahao.errors import GuahaoError
 from guahao.validation import describe_validation_errors
 
 log = logging.getLogger("guahao.api")
 
+class ChineseJSONRenderer(JSONRenderer):
+    """UTF-8 JSON: Chinese text stays readable on the wire and in logs."""
+
+    json_dumps_params = {"ensure_ascii": False}
+
+
 api = NinjaAPI(
+    renderer=ChineseJSONRenderer(),
     title="guahao 挂号 API",
     version="1",
     description="医院线上预约挂号服务接口。错误统一为 {code, message}，message 为中文。",

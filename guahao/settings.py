@@ -22,7 +22,9 @@ ALLOWED_HOSTS = [h for h in os.environ.get("GUAHAO_ALLOWED_HOSTS", "127.0.0.1,lo
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("GUAHAO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 # Public base URL of this deployment: payment providers send their notifications here.
-PUBLIC_URL = os.environ.get("GUAHAO_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# Defaults to the address `guahao run` binds, so the sandbox reaches a development server wherever it runs.
+_bind = os.environ.get("GUAHAO_BIND", "127.0.0.1:8000").replace("0.0.0.0", "127.0.0.1")
+PUBLIC_URL = os.environ.get("GUAHAO_PUBLIC_URL", f"http://{_bind}").rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -14,6 +14,7 @@ from django.test import Client
 
 from guahao import clock, pii
 from guahao.catalog.models import Department, Doctor, Hospital, Notice
+from guahao.patients.idcard import identity_index, parse_id_number
 from guahao.patients.models import Account, AccountPatient, AuthToken, Patient
 from guahao.scheduling.models import RegistrationType, ReleaseRule, Session, Slot
 
@@ -124,7 +125,7 @@ def make_patient(account: Account, *, name: str = "张三", relation: str = "sel
         name=name,
         id_type=Patient.IdType.RESIDENT,
         id_number=id_number,
-        id_index=pii.blind_index(f"{Patient.IdType.RESIDENT}:{id_number}", purpose="id"),
+        id_index=identity_index(parse_id_number(id_number)),
         sex=Patient.Sex.MALE if int(id_number[16]) % 2 else Patient.Sex.FEMALE,
         birth_date=dt.date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14])),
         phone=make_phone(),

@@ -262,7 +262,7 @@ def pay_hold(*, account: Account, hold_id: int) -> tuple[Payment, PayParams]:
         try:
             payments.close_payment(payment_id=payment.id)
         except UpstreamUnavailable:
-            log.warning("closing payment failed; the sweeper retries", extra={"payment_id": payment.id})
+            log.warning("closing payment failed; a late payment is refunded when it arrives", extra={"payment_id": payment.id})
         raise Conflict("锁号已超时，号源已释放，请重新选择号源", code="hold_expired")
     return payment, params
 
@@ -290,7 +290,7 @@ def _tidy_dead_hold(hold: Hold) -> None:
         try:
             payments.close_payment(payment_id=payment.id)
         except UpstreamUnavailable:
-            log.warning("closing payment failed; the sweeper retries", extra={"payment_id": payment.id})
+            log.warning("closing payment failed; a late payment is refunded when it arrives", extra={"payment_id": payment.id})
     if hold.his_lock_id:
         try:
             his().release_slot(his_lock_id=hold.his_lock_id, slot_code=hold.slot.his_code)

@@ -17,7 +17,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from guahao import clock
+from guahao import clock, pii
 from guahao.errors import InvalidInput
 from guahao.patients.models import Patient
 
@@ -73,6 +73,11 @@ def normalize_id_number(id_number: str) -> str:
     """Full-width characters to ASCII, spaces dropped, x to X: how people type and paste IDs."""
     text = unicodedata.normalize("NFKC", id_number or "")
     return re.sub(r"\s+", "", text).upper()
+
+
+def identity_index(info: IdCardInfo) -> str:
+    """The blind index that finds one real person by document, across accounts and hospitals."""
+    return pii.blind_index(f"{info.id_type}:{info.number}", purpose="id")
 
 
 def parse_id_number(

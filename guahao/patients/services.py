@@ -24,7 +24,7 @@ from guahao.errors import (
     UpstreamUnavailable,
 )
 from guahao.patients import realname, sms
-from guahao.patients.idcard import parse_id_number, validate_name, validate_phone
+from guahao.patients.idcard import identity_index, parse_id_number, validate_name, validate_phone
 from guahao.patients.models import Account, AccountPatient, AuthToken, Patient, SmsCode
 
 log = logging.getLogger("guahao.patients")
@@ -213,7 +213,7 @@ def add_patient(
     phone = validate_phone(phone)
     if relation not in AccountPatient.Relation.values:
         raise InvalidInput("与就诊人关系应为本人、配偶、子女、父母或其他", code="invalid_relation")
-    id_index = pii.blind_index(f"{identity.id_type}:{identity.number}", purpose="id")
+    id_index = identity_index(identity)
 
     # Cheap refusals first, so a refused add costs no call to the real-name service.
     existing = Patient.objects.filter(id_index=id_index).first()

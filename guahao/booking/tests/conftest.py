@@ -52,5 +52,5 @@ def booker(world) -> tuple[Account, Patient]:
 
 def loosen_caps(hospital: Hospital) -> None:
     ReleaseRule.objects.filter(hospital=hospital).update(
-        max_live_holds_per_account=1000, max_holds_per_day_per_account=100000
+        max_live_holds_per_account=1000, max_holds_per_day_per_account=30000
     )
