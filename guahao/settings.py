@@ -57,6 +57,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Behind an HTTPS-terminating proxy (production): secure cookies, HSTS, and trust its header.
+if _env_bool("GUAHAO_HTTPS", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_SSL_REDIRECT = _env_bool("GUAHAO_SSL_REDIRECT", False)
+
 ROOT_URLCONF = "guahao.urls"
 WSGI_APPLICATION = "guahao.wsgi.application"
 
