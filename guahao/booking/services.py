@@ -55,6 +55,8 @@ def _claim_slot_by_id(*, slot_id: int, session_id: int, now: dt.datetime, until:
     return slot_id if claimed else None
 
 
+# The free condition spells out scheduling.selectors.free_slot_q in SQL (RETURNING needs raw SQL);
+# test_holds covers both paths on expired claims, so the two cannot drift apart unnoticed.
 _CLAIM_IN_WINDOW = """
 UPDATE scheduling_slot SET state = 'held', held_until = %(until)s
 WHERE id = (
@@ -120,6 +122,8 @@ def hold_slot(
         else:
             claimed_id = _claim_slot_in_window(session_id=session.id, window=window_start, now=now, until=until)
             if claimed_id is None:
+                if not Slot.objects.filter(session_id=session.id, window_start=window_start).exists():
+                    raise NotFound("该排班没有这个就诊时段", code="window_not_found")
                 raise Conflict("该时段号源已约满，请选择其他时段", code="window_full")
         # A hold that lapsed without a sweeper still says HELD/PAYING: close it so the partial
         # unique index admits the new one.

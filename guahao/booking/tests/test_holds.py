@@ -138,3 +138,21 @@ def test_sweeper_marks_lapsed_holds_expired_and_frees_slots(world, booker):
     hold.refresh_from_db()
     assert hold.state == HoldState.EXPIRED
     assert Slot.objects.get(id=slot.id).state == Slot.State.FREE
+
+
+def test_next_free_in_window_takes_a_lapsed_claim_too(world):
+    from guahao.testing import make_session
+
+    session = make_session(world.department, slots=1, per_window=1)
+    window = session.slots.get().window_start
+    first = services.hold_slot(account=make_account(), session_id=session.id, window_start=window)
+    with clock.travel(dt.timedelta(minutes=10, seconds=1)):
+        second = services.hold_slot(account=make_account(), session_id=session.id, window_start=window)
+    assert second.slot_id == first.slot_id
+
+
+def test_a_window_the_session_does_not_have_is_not_found(world, booker):
+    window = world.session.starts_at + dt.timedelta(minutes=7)
+    with pytest.raises(NotFound) as err:
+        services.hold_slot(account=booker[0], session_id=world.session.id, window_start=window)
+    assert err.value.code == "window_not_found"

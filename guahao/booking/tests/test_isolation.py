@@ -31,7 +31,7 @@ def strangers_booking(world, booker):
     return hold, hold.registration, patient
 
 
-def _same_answer(me, path: str, missing_path: str, method: str = "get"):
+def assert_same_answer(me, path: str, missing_path: str, method: str = "get"):
     call = getattr(me, method)
     theirs, missing = call(path), call(missing_path)
     assert theirs.status_code == missing.status_code == 404
@@ -41,16 +41,16 @@ def _same_answer(me, path: str, missing_path: str, method: str = "get"):
 def test_another_accounts_hold_answers_like_a_missing_one(world, strangers_booking):
     hold, _, _ = strangers_booking
     me = api_client(make_account())
-    _same_answer(me, f"/api/v1/holds/{hold.id}", "/api/v1/holds/999999")
-    _same_answer(me, f"/api/v1/holds/{hold.id}/pay", "/api/v1/holds/999999/pay", "post")
-    _same_answer(me, f"/api/v1/holds/{hold.id}", "/api/v1/holds/999999", "delete")
+    assert_same_answer(me, f"/api/v1/holds/{hold.id}", "/api/v1/holds/999999")
+    assert_same_answer(me, f"/api/v1/holds/{hold.id}/pay", "/api/v1/holds/999999/pay", "post")
+    assert_same_answer(me, f"/api/v1/holds/{hold.id}", "/api/v1/holds/999999", "delete")
 
 
 def test_another_accounts_registration_answers_like_a_missing_one(world, strangers_booking):
     _, registration, _ = strangers_booking
     me = api_client(make_account())
-    _same_answer(me, f"/api/v1/registrations/{registration.id}", "/api/v1/registrations/999999")
-    _same_answer(
+    assert_same_answer(me, f"/api/v1/registrations/{registration.id}", "/api/v1/registrations/999999")
+    assert_same_answer(
         me, f"/api/v1/registrations/{registration.id}/cancel", "/api/v1/registrations/999999/cancel", "post"
     )
     assert me.get("/api/v1/registrations").json() == []
@@ -61,7 +61,7 @@ def test_another_accounts_registration_answers_like_a_missing_one(world, strange
 def test_another_accounts_patient_answers_like_a_missing_one(world, strangers_booking):
     _, _, patient = strangers_booking
     me = api_client(make_account())
-    _same_answer(me, f"/api/v1/patients/{patient.id}", "/api/v1/patients/999999", "delete")
+    assert_same_answer(me, f"/api/v1/patients/{patient.id}", "/api/v1/patients/999999", "delete")
     assert me.get("/api/v1/patients").json() == []
 
 
