@@ -18,9 +18,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, bind: str, workers: int, **options):
         python = sys.executable
+        # No gunicorn access log: query strings may carry search terms; RequestIdMiddleware logs
+        # each request as JSON with its path only.
         web = subprocess.Popen(
             [python, "-m", "gunicorn", "guahao.wsgi:application", "--bind", bind,
-             "--workers", str(workers), "--threads", "4", "--access-logfile", "-"],
+             "--workers", str(workers), "--threads", "4"],
         )
         worker = subprocess.Popen([python, "-m", "guahao.cli", "worker"])
         children = [web, worker]
