@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -53,6 +54,15 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 @api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return _error(request, 404, "not_found", "记录不存在")
+
+
+@api.exception_handler(DataError)
+@api.exception_handler(OverflowError)
+def on_out_of_range(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # An id or number beyond what the database column holds (PostgreSQL raises DataError, SQLite's
+    # driver OverflowError): bad input, not a server fault.
+    log.warning("value out of range", extra={"path": request.path, "error": type(exc).__name__})
+    return _error(request, 400, "out_of_range", "参数超出允许范围")
 
 
 @api.exception_handler(HttpError)
