@@ -347,7 +347,13 @@ def _deliver(notification: SandboxNotification, send: Sender) -> bool:
     status: int | None
     try:
         status = send(*signed_delivery(notification))
-    except Exception:  # a refused connection or timeout is a failed attempt, retried on schedule
+    except OSError as exc:  # refused, unreachable, timed out: a failed attempt, retried on schedule
+        log.warning(
+            "sandbox notification send failed",
+            extra={"notification_id": notification.id, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        status = None
+    except Exception:  # anything else is a failed attempt too, but worth its traceback
         log.warning("sandbox notification send failed", extra={"notification_id": notification.id}, exc_info=True)
         status = None
     attempts = notification.attempts + 1
