@@ -32,7 +32,6 @@ class ReleaseRuleAdmin(admin.ModelAdmin):
         "hospital",
         "release_time",
         "window_days",
-        "online_share_percent",
         "lock_minutes",
         "cancel_deadline_hours",
         "max_live_holds_per_account",

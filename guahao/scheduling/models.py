@@ -29,7 +29,6 @@ class ReleaseRule(models.Model):
     )
     release_time = models.TimeField("每日放号时间", default=dt.time(7, 0))
     window_days = models.PositiveSmallIntegerField("可预约天数", default=7)
-    online_share_percent = models.PositiveSmallIntegerField("线上放号比例（%）", default=100)
     lock_minutes = models.PositiveSmallIntegerField("锁号时长（分钟）", default=10)
     cancel_deadline_hours = models.PositiveSmallIntegerField(
         "退号截止（就诊前小时数）", default=2, help_text="就诊时段开始前多少小时停止线上退号"
@@ -43,9 +42,6 @@ class ReleaseRule(models.Model):
             models.UniqueConstraint(fields=["hospital", "department"], name="release_rule_per_scope"),
             models.UniqueConstraint(
                 fields=["hospital"], condition=models.Q(department__isnull=True), name="release_rule_one_default"
-            ),
-            models.CheckConstraint(
-                condition=models.Q(online_share_percent__lte=100), name="release_rule_share_le_100"
             ),
         ]
 
