@@ -78,7 +78,7 @@ def bench_env(args: argparse.Namespace, workdir: Path, database_url: str, port: 
         GUAHAO_DATA_KEY=secrets.token_hex(16),
         GUAHAO_INDEX_KEY=secrets.token_hex(16),
         GUAHAO_BIND=f"{HOST}:{port}",
-        GUAHAO_ALLOWED_HOSTS=HOST,
+        GUAHAO_ALLOWED_HOSTS=f"{HOST},testserver",  # testserver: world.py's in-process profile
         GUAHAO_DEBUG="false",
         GUAHAO_LOG_LEVEL=args.server_log_level,
         DJANGO_SETTINGS_MODULE="guahao.settings",
@@ -161,6 +161,7 @@ class Server:
             "--bind", f"{HOST}:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
             "--worker-connections", str(args.clients + args.threads + 100),
             "--keep-alive", str(int(args.timeout) + 60), "--graceful-timeout", "5",
+            "--no-control-socket",  # gunicorn's default socket lives in the home directory: not ours
         ]
         with log.open("a") as out:
             self.proc = subprocess.Popen(

@@ -109,6 +109,9 @@ def profile(department) -> dict:
             if kind == "SELECT" and " FOR UPDATE" in sql:
                 kind = "SELECT FOR UPDATE"
             kinds[kind] = kinds.get(kind, 0) + 1
+        expected = 201 if name.endswith("win") else 409
+        if response.status_code != expected:
+            raise SystemExit(f"profile {name}: expected {expected}, got {response.status_code} {response.content[:300]!r}")
         out[name] = {"status": response.status_code, "statements": len(ctx.captured_queries), "kinds": kinds}
     return out
 

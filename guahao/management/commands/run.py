@@ -33,12 +33,12 @@ class Command(BaseCommand):
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
 
+        # Both signals stop both children, also where SIGINT arrives ignored (a background job).
         signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         try:
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
         finally:
             stop()
             for child in children:
