@@ -3,14 +3,17 @@ the sandbox payment provider deliver its notifications. Every handler may run tw
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
 
+from guahao import clock
 from guahao.booking import services as booking
 from guahao.booking.messages import status_message
 from guahao.notifications import services as outbox
 from guahao.notifications.selectors import channel
+from guahao.patients import services as patients
 from guahao.payments import services as payments
 from guahao.payments.providers import sandbox
 
@@ -36,7 +39,7 @@ def handle(topic: str, payload: dict) -> None:
     handler = HANDLERS.get(topic)
     if handler is not None:
         handler(topic, payload)
-    if topic.startswith(("registration.", "hold.")):
+    if topic.startswith(("registration.", "hold.")) or topic == "refund.failed":
         _send_message(topic, payload)
 
 
@@ -53,12 +56,21 @@ def drain_outbox(*, worker_id: str = "worker", limit: int = 100) -> int:
     return len(events)
 
 
+_HOURLY = dt.timedelta(hours=1)
+_last_hourly: dt.datetime | None = None
+
+
 def run_once(*, worker_id: str = "worker", send: Sender | None = None) -> int:
     """One pass: sandbox deliveries, outbox, sweeps. Returns how much work was done."""
+    global _last_hourly
     work = 0
     work += sandbox.deliver_due_notifications(send=send or sandbox.http_send)
     work += drain_outbox(worker_id=worker_id)
     work += booking.expire_holds()
+    now = clock.now()
+    if _last_hourly is None or now - _last_hourly >= _HOURLY:
+        _last_hourly = now
+        patients.purge_expired_credentials(now=now)
     return work
 
 

@@ -40,6 +40,14 @@ def status_message(topic: str, payload: dict) -> Message | None:
         title = "退费中" if topic == "registration.refunding" else "已取消"
         tail = "挂号费将原路退回。" if topic == "registration.refunding" else "挂号已取消，退款已完成。"
         return Message(reg.account_id, title, f"就诊人{pii.mask_name(reg.patient.name)}{_when(reg.session)}的{tail}")
+    if topic == "refund.failed":
+        hold = Hold.objects.select_related("session__hospital").get(payments__refunds__id=payload["refund_id"])
+        phone = hold.session.hospital.service_phone
+        return Message(
+            hold.account_id,
+            "退款处理中",
+            f"您的挂号费退款未能自动完成，医院将人工处理并原路退回{f'，如有疑问请致电 {phone}' if phone else ''}。",
+        )
     if topic in ("hold.failed", "hold.expired"):
         hold = Hold.objects.select_related("session__department", "session__doctor").get(id=payload["hold_id"])
         if topic == "hold.expired" and hold.payment_id is None and not hold.payments.filter(state="paid").exists():

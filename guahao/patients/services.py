@@ -155,6 +155,15 @@ def issue_token(*, account: Account) -> str:
     return key
 
 
+def purge_expired_credentials(*, now: dt.datetime) -> int:
+    """Delete what no longer signs anyone in: SMS codes a day past their expiry (the rate limits
+    look back one day at most) and expired bearer tokens. Keeps personal data to what is needed."""
+    with transaction.atomic():
+        codes, _ = SmsCode.objects.filter(expires_at__lt=now - dt.timedelta(days=1)).delete()
+        tokens, _ = AuthToken.objects.filter(expires_at__lt=now).delete()
+    return codes + tokens
+
+
 def issue_token_for_phone(*, phone: str) -> str:
     """Sign in without an SMS code (operator and developer tool: `guahao token --phone`)."""
     phone = validate_phone(phone)

@@ -90,3 +90,25 @@ def test_ten_concurrent_deliveries_of_the_paid_notification_make_one_registratio
     assert Payment.objects.get(id=payment.id).state == Payment.State.PAID
     assert not Refund.objects.filter(payment=payment).exists()
     assert Slot.objects.get(id=hold.slot_id).state == Slot.State.BOOKED
+
+
+def test_a_refund_the_provider_refuses_tells_the_patient_and_the_operators(world, booker, caplog, monkeypatch):
+    import logging
+
+    from guahao.payments.providers.base import ProviderRefused
+    from guahao.payments.providers.sandbox import SandboxProvider
+
+    hold = confirmed_hold(world, booker)
+    payment, params = services.pay_hold(account=booker[0], hold_id=hold.id)
+
+    def refuse(self, **kwargs):
+        raise ProviderRefused("账户余额不足")
+
+    monkeypatch.setattr(SandboxProvider, "refund", refuse)
+    with clock.travel(dt.timedelta(minutes=11)), caplog.at_level(logging.INFO):
+        pay_on_sandbox(params.pay_url)
+        run_worker()
+    assert Refund.objects.get(payment=payment).state == Refund.State.FAILED
+    assert any(r.levelname == "ERROR" and "operator" in r.getMessage() for r in caplog.records)
+    messages = [r for r in caplog.records if r.name == "guahao.messages"]
+    assert any("人工处理" in r.text for r in messages)

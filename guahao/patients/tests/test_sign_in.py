@@ -255,3 +255,16 @@ def test_two_simultaneous_logins_with_one_code_get_one_token(sms_outbox) -> None
 
     assert sorted(outcomes) == ["refused", "token"]
     assert AuthToken.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_expired_codes_and_tokens_are_purged():
+    from guahao.patients.services import purge_expired_credentials
+    from guahao.testing import token_for
+
+    services.send_sms_code(phone="13511112222")
+    token_for(make_account())
+    assert purge_expired_credentials(now=clock.now()) == 0
+    later = clock.now() + dt.timedelta(days=31)
+    assert purge_expired_credentials(now=later) == 2
+    assert not SmsCode.objects.exists() and not AuthToken.objects.exists()
