@@ -56,21 +56,31 @@ def drain_outbox(*, worker_id: str = "worker", limit: int = 100) -> int:
     return len(events)
 
 
+SCHEDULER_LEASE = dt.timedelta(seconds=30)
 _HOURLY = dt.timedelta(hours=1)
 _last_hourly: dt.datetime | None = None
 
 
-def run_once(*, worker_id: str = "worker", send: Sender | None = None) -> int:
-    """One pass: sandbox deliveries, outbox, sweeps. Returns how much work was done."""
+def run_sweeps(*, worker_id: str) -> int:
+    """The scheduled sweeps, run by the one worker that holds the scheduler lease. They are
+    idempotent anyway; the lease only keeps N workers from doing the same work N times."""
     global _last_hourly
-    work = 0
-    work += sandbox.deliver_due_notifications(send=send or sandbox.http_send)
-    work += drain_outbox(worker_id=worker_id)
-    work += booking.expire_holds()
+    if not outbox.hold_lease(name="scheduler", holder=worker_id, ttl=SCHEDULER_LEASE):
+        return 0
+    work = booking.expire_holds()
     now = clock.now()
     if _last_hourly is None or now - _last_hourly >= _HOURLY:
         _last_hourly = now
         patients.purge_expired_credentials(now=now)
+    return work
+
+
+def run_once(*, worker_id: str = "worker", send: Sender | None = None) -> int:
+    """One pass: sandbox deliveries, outbox, sweeps. Returns how much work was done."""
+    work = 0
+    work += sandbox.deliver_due_notifications(send=send or sandbox.http_send)
+    work += drain_outbox(worker_id=worker_id)
+    work += run_sweeps(worker_id=worker_id)
     return work
 
 

@@ -21,3 +21,18 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} #{self.id}"
+
+
+class Lease(models.Model):
+    """Who runs the scheduled sweeps. A worker holds the lease while it renews it; when it stops
+    renewing, another takes over after `expires_at`. One scheduler, however many workers."""
+
+    name = models.CharField(max_length=40, unique=True)
+    holder = models.CharField(max_length=100)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = verbose_name_plural = "调度租约"
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.holder}"

@@ -6,10 +6,10 @@ import datetime as dt
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, models, transaction
 
 from guahao import clock
-from guahao.notifications.models import OutboxEvent
+from guahao.notifications.models import Lease, OutboxEvent
 
 log = logging.getLogger("guahao.outbox")
 
@@ -57,3 +57,23 @@ def mark_failed(event: OutboxEvent, error: str) -> None:
         available_at=clock.now() + dt.timedelta(seconds=delay),
         last_error=error[:300],
     )
+
+
+def hold_lease(*, name: str, holder: str, ttl: dt.timedelta) -> bool:
+    """Take or renew the lease `name` for `holder`; False while another holder's lease lives.
+    One conditional UPDATE decides, so two workers never both win."""
+    now = clock.now()
+    with transaction.atomic():
+        taken = (
+            Lease.objects.filter(name=name)
+            .filter(models.Q(holder=holder) | models.Q(expires_at__lte=now))
+            .update(holder=holder, expires_at=now + ttl)
+        )
+    if taken:
+        return True
+    try:
+        with transaction.atomic():
+            Lease.objects.create(name=name, holder=holder, expires_at=now + ttl)
+        return True
+    except IntegrityError:  # another worker created it first
+        return False

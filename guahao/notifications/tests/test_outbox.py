@@ -1,0 +1,56 @@
+import datetime as dt
+
+import pytest
+
+from guahao import clock
+from guahao.notifications import services
+from guahao.notifications.models import OutboxEvent
+from guahao.testing import run_concurrently
+
+
+@pytest.mark.django_db
+def test_a_claimed_event_is_not_claimed_again_until_its_lease_runs_out():
+    services.emit("hold.created", hold_id=1)
+    assert len(services.claim_events(worker_id="a")) == 1
+    assert services.claim_events(worker_id="b") == []
+    with clock.travel(dt.timedelta(seconds=61)):
+        assert len(services.claim_events(worker_id="b")) == 1
+
+
+@pytest.mark.django_db
+def test_a_failed_event_backs_off_and_keeps_its_error():
+    event = services.emit("payment.paid", payment_id=1)
+    services.mark_failed(event, "HisTimeout: no answer")
+    event.refresh_from_db()
+    assert event.attempts == 1 and event.last_error.startswith("HisTimeout")
+    assert services.claim_events(worker_id="a") == []
+    with clock.travel(dt.timedelta(seconds=31)):
+        assert [e.id for e in services.claim_events(worker_id="a")] == [event.id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_never_take_the_same_event():
+    for i in range(40):
+        services.emit("hold.created", hold_id=i)
+    results = run_concurrently([lambda w=w: services.claim_events(worker_id=w, limit=40) for w in "abcd"])
+    claimed = [e.id for ok, events in results if ok for e in events]
+    assert len(claimed) == len(set(claimed)) == OutboxEvent.objects.count()
+
+
+@pytest.mark.django_db
+def test_one_scheduler_at_a_time_and_a_successor_after_the_lease_runs_out():
+    ttl = dt.timedelta(seconds=30)
+    assert services.hold_lease(name="scheduler", holder="a", ttl=ttl)
+    assert not services.hold_lease(name="scheduler", holder="b", ttl=ttl)
+    assert services.hold_lease(name="scheduler", holder="a", ttl=ttl)  # renewal
+    with clock.travel(dt.timedelta(seconds=31)):
+        assert services.hold_lease(name="scheduler", holder="b", ttl=ttl)
+        assert not services.hold_lease(name="scheduler", holder="a", ttl=ttl)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_workers_elect_one_scheduler():
+    results = run_concurrently(
+        [lambda w=w: services.hold_lease(name="scheduler", holder=w, ttl=dt.timedelta(seconds=30)) for w in "abcdefgh"]
+    )
+    assert sum(1 for ok, won in results if ok and won) == 1
