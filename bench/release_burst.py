@@ -276,9 +276,11 @@ async def connect_all(port: int, count: int, *, timeout: float, parallel: int) -
     return conns
 
 
-async def burst(port: int, requests: list[bytes], *, timeout: float, parallel: int, cap: float) -> tuple[list[Answer], float]:
-    """All clients send their request at the same moment. Returns the answers and the wall time
-    from the release to the last answer."""
+async def burst(
+    port: int, requests: list[bytes], *, timeout: float, parallel: int, cap: float, server_pids: list[int]
+) -> tuple[list[Answer], float, dict[str, float]]:
+    """All clients send their request at the same moment. Returns the answers, the wall time from
+    the release to the last answer, and the CPU seconds the load generator and the server used."""
     async with asyncio.timeout(cap):
         conns = await connect_all(port, len(requests), timeout=timeout, parallel=parallel)
         go = asyncio.Event()
@@ -305,14 +307,39 @@ async def burst(port: int, requests: list[bytes], *, timeout: float, parallel: i
         try:
             tasks = [asyncio.create_task(fire(c, r)) for c, r in zip(conns, requests, strict=True)]
             await asyncio.sleep(0.2)  # every task is parked on the event
+            cpu_before = time.process_time(), cpu_seconds(server_pids)
             released = time.perf_counter()
             go.set()
             answers = await asyncio.gather(*tasks)
             wall = time.perf_counter() - released
+            cpu = {
+                "load generator": time.process_time() - cpu_before[0],
+                "server": cpu_seconds(server_pids) - cpu_before[1],
+            }
         finally:
             for conn in conns:
                 conn.close()
-    return answers, wall
+    return answers, wall, cpu
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of some processes so far (Linux /proc; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
 
 
 # --- figures and checks ---------------------------------------------------------------------------
@@ -338,6 +365,7 @@ class Outcome:
     win_latencies: list[float]
     loss_latencies: list[float]
     expected_wins: int
+    cpu: dict[str, float] = field(default_factory=dict)
     db: dict = field(default_factory=dict)
     pg: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -407,33 +435,24 @@ def check(outcome: Outcome, answers: list[Answer], db: dict) -> list[str]:
     return failures
 
 
+# A backend that flushed its statistics less than a second ago defers the next flush until it has
+# been idle for 10 s (PostgreSQL's PGSTAT_IDLE_INTERVAL): read the counters only after that.
+PG_STATS_DELAY = 11.0
+
+
 def pg_counters(url: str | None) -> dict | None:
-    """Transactions and rows written in the bench database so far (PostgreSQL only)."""
+    """Rolled-back transactions and rows written in the bench database so far (PostgreSQL only).
+    Commits are left out: this very query commits, and every autocommit read counts as one."""
     if url is None:
         return None
     import psycopg
 
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute(
-            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted"
+            "SELECT xact_rollback, tup_inserted, tup_updated, tup_deleted"
             " FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
-    return dict(zip(("commits", "rollbacks", "inserted", "updated", "deleted"), row, strict=True))
-
-
-def pg_settled(url: str | None, deadline: Deadline) -> dict | None:
-    """Backends flush their statistics when idle, up to a few seconds late: wait until the counters
-    stop moving."""
-    if url is None:
-        return None
-    last, steady = pg_counters(url), 0
-    until = time.monotonic() + deadline.left(15)
-    while steady < 4 and time.monotonic() < until:
-        time.sleep(0.5)
-        now = pg_counters(url)
-        steady = steady + 1 if now == last else 0
-        last = now
-    return last
+    return dict(zip(("rollbacks", "rows inserted", "rows updated", "rows deleted"), row, strict=True))
 
 
 def fmt_ms(value: float) -> str:
@@ -459,6 +478,14 @@ def report(outcome: Outcome, label: str) -> None:
     if o.loser_codes:
         parts.append("409 codes " + ", ".join(f"{c}={n}" for c, n in sorted(o.loser_codes.items())))
     print("   " + "  ".join(parts))
+    if o.cpu and o.wall:
+        cores = os.cpu_count() or 1
+        used = ", ".join(f"{k} {v:.1f} s ({v / o.wall / cores:.0%})" for k, v in o.cpu.items())
+        rest = 1 - sum(o.cpu.values()) / o.wall / cores
+        print(
+            f"   cpu during the burst, of {cores} cores × {o.wall:.1f} s: {used}; "
+            f"rest {rest:.0%} (PostgreSQL if used, other processes, idle)"
+        )
     d = o.db
     print(
         f"   db: live holds {d['live_holds']} on {d['live_hold_slots']} slots, held slots {d['held_slots']}, "
@@ -466,9 +493,11 @@ def report(outcome: Outcome, label: str) -> None:
     )
     if o.pg:
         per = max(o.requests, 1)
+        wins = max(o.wins, 1)
         print(
-            "   pg per request: " + ", ".join(f"{k} {v / per:.2f}" for k, v in o.pg.items())
-            + (f"  (per win: inserted {o.pg['inserted'] / o.wins:.2f}, updated {o.pg['updated'] / o.wins:.2f})" if o.wins else "")
+            "   pg: " + ", ".join(f"{k} {v}" for k, v in o.pg.items())
+            + f"; per request: rollbacks {o.pg['rollbacks'] / per:.2f}; per win: rows inserted "
+            f"{o.pg['rows inserted'] / wins:.2f}, rows updated {o.pg['rows updated'] / wins:.2f}"
         )
     print("   check: " + ("OK" if not o.failures else "FAILED\n     - " + "\n     - ".join(o.failures)))
 
@@ -547,17 +576,17 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> list[Out
         tokens = spec["tokens"]
         for scenario in args.scenarios:
             requests, targets, expected, label = plan(scenario, spec, tokens)
-            pg_before = pg_settled(args.database_url, deadline)
+            pg_before = pg_counters(args.database_url)
             try:
-                answers, wall = asyncio.run(
-                    burst(port, requests, timeout=args.timeout, parallel=args.connect_parallel, cap=deadline.left())
-                )
+                answers, wall, cpu = asyncio.run(burst(
+                    port, requests, timeout=args.timeout, parallel=args.connect_parallel, cap=deadline.left(),
+                    server_pids=[server.proc.pid, *children_of(server.proc.pid)],
+                ))
             except TimeoutError as exc:
                 raise Aborted("the --duration cap was reached during a burst") from exc
+            burst_ended = time.monotonic()
             outcome = summarise(scenario, answers, wall, expected)
-            pg_after = pg_settled(args.database_url, deadline)
-            if pg_before and pg_after:
-                outcome.pg = {k: pg_after[k] - pg_before[k] for k in pg_before}
+            outcome.cpu = cpu
             winners = [[a.hold_id, a.slot_id] for a in answers if a.status == 201]
             spec_path = workdir / f"verify-{scenario}.json"
             spec_path.write_text(json.dumps(
@@ -565,6 +594,10 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> list[Out
             ))
             outcome.db = world(env, deadline, workdir, "verify", "--spec", str(spec_path), log=log)
             outcome.failures = check(outcome, answers, outcome.db)
+            if args.database_url:
+                time.sleep(max(0.0, min(burst_ended + PG_STATS_DELAY - time.monotonic(), deadline.left())))
+                pg_after = pg_counters(args.database_url)
+                outcome.pg = {k: pg_after[k] - pg_before[k] for k in pg_before}
             report(outcome, label)
             outcomes.append(outcome)
             if server.proc.poll() is not None:
@@ -614,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
             f"release burst: {args.clients} clients, gunicorn {args.workers}×{args.threads}, "
             f"scenarios {', '.join(args.scenarios)}; {os.cpu_count()} CPUs shared by server, database and load generator"
         )
+        with contextlib.suppress(OSError):
+            print("load average before the run: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         outcomes = run(args, deadline, workdir)
         print("\n" + table(outcomes))
         failed = any(o.failures for o in outcomes)
