@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -277,7 +278,8 @@ async def connect_all(port: int, count: int, *, timeout: float, parallel: int) -
 
 
 async def burst(
-    port: int, requests: list[bytes], *, timeout: float, parallel: int, cap: float, server_pids: list[int]
+    port: int, requests: list[bytes], *, timeout: float, parallel: int, cap: float,
+    sample: Callable[[], dict[str, dict[int, float]]],
 ) -> tuple[list[Answer], float, dict[str, float]]:
     """All clients send their request at the same moment. Returns the answers, the wall time from
     the release to the last answer, and the CPU seconds the load generator and the server used."""
@@ -307,14 +309,16 @@ async def burst(
         try:
             tasks = [asyncio.create_task(fire(c, r)) for c, r in zip(conns, requests, strict=True)]
             await asyncio.sleep(0.2)  # every task is parked on the event
-            cpu_before = time.process_time(), cpu_seconds(server_pids)
+            before = sample()
             released = time.perf_counter()
             go.set()
             answers = await asyncio.gather(*tasks)
             wall = time.perf_counter() - released
+            after = sample()
+            # A process that started during the burst spent all its CPU in it (baseline 0).
             cpu = {
-                "load generator": time.process_time() - cpu_before[0],
-                "server": cpu_seconds(server_pids) - cpu_before[1],
+                name: sum(t - before.get(name, {}).get(pid, 0.0) for pid, t in per_pid.items())
+                for name, per_pid in after.items()
             }
         finally:
             for conn in conns:
@@ -322,14 +326,40 @@ async def burst(
     return answers, wall, cpu
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of some processes so far (Linux /proc; 0 elsewhere)."""
-    total = 0
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process so far (Linux /proc; missing ones are left out)."""
+    seconds = {}
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return seconds
+
+
+class CpuSampler:
+    """CPU seconds per process of the load generator, the server, and (on this machine) the
+    PostgreSQL backends serving the bench database."""
+
+    def __init__(self, server: Server, database_url: str | None) -> None:
+        self.server_pids = [server.proc.pid, *children_of(server.proc.pid)]
+        self.conn = None
+        if database_url and urlsplit(database_url).hostname in ("127.0.0.1", "localhost", "::1"):
+            import psycopg
+
+            self.conn = psycopg.connect(database_url, autocommit=True, connect_timeout=5)
+
+    def __call__(self) -> dict[str, dict[int, float]]:
+        out = {"load generator": {os.getpid(): time.process_time()}, "server": cpu_seconds(self.server_pids)}
+        if self.conn is not None:
+            rows = self.conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            out["postgres"] = cpu_seconds([r[0] for r in rows])
+        return out
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 def children_of(pid: int) -> list[int]:
@@ -484,7 +514,7 @@ def report(outcome: Outcome, label: str) -> None:
         rest = 1 - sum(o.cpu.values()) / o.wall / cores
         print(
             f"   cpu during the burst, of {cores} cores × {o.wall:.1f} s: {used}; "
-            f"rest {rest:.0%} (PostgreSQL if used, other processes, idle)"
+            f"rest {rest:.0%} (other processes, idle)"
         )
     d = o.db
     print(
@@ -567,6 +597,7 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> list[Out
 
     server = Server(args, env, port, workdir / "server.log")
     outcomes = []
+    sampler = None
     try:
         health = server.wait_healthy(deadline)
         print(
@@ -574,13 +605,14 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> list[Out
             f"(database {health.get('database')}), load generator: asyncio, one keep-alive connection per client"
         )
         tokens = spec["tokens"]
+        sampler = CpuSampler(server, args.database_url)
         for scenario in args.scenarios:
             requests, targets, expected, label = plan(scenario, spec, tokens)
             pg_before = pg_counters(args.database_url)
             try:
                 answers, wall, cpu = asyncio.run(burst(
                     port, requests, timeout=args.timeout, parallel=args.connect_parallel, cap=deadline.left(),
-                    server_pids=[server.proc.pid, *children_of(server.proc.pid)],
+                    sample=sampler,
                 ))
             except TimeoutError as exc:
                 raise Aborted("the --duration cap was reached during a burst") from exc
@@ -603,6 +635,8 @@ def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> list[Out
             if server.proc.poll() is not None:
                 raise Aborted(f"gunicorn exited during the run\n{tail(server.log)}")
     finally:
+        if sampler is not None:
+            sampler.close()
         server.stop()
     return outcomes
 

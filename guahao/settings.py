@@ -160,5 +160,8 @@ LOGGING = {
     "root": {"handlers": list(_handlers), "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # 4xx answers are expected traffic (a release burst is mostly 409s) and RequestIdMiddleware
+        # already logs every request; keep django.request for 5xx.
+        "django.request": {"level": "ERROR"},
     },
 }

@@ -127,7 +127,11 @@ def _slot_out(slot) -> dict:
 def _hold_out(hold: Hold) -> dict:
     now = clock.now()
     state = selectors.effective_state(hold, now)
-    registration = Registration.objects.filter(hold_id=hold.id).values_list("id", flat=True).first()
+    registration = (
+        Registration.objects.filter(hold_id=hold.id).values_list("id", flat=True).first()
+        if state == HoldState.SUCCEEDED
+        else None
+    )
     return {
         "id": hold.id,
         "state": state,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from guahao import clock
 from guahao.booking.models import Hold, Registration
@@ -63,13 +63,13 @@ def _live_q(now: dt.datetime) -> Q:
     return Q(state__in=(HoldState.HELD, HoldState.PAYING), expires_at__gt=now) | Q(state=HoldState.REGISTERING)
 
 
-def live_holds_count(*, account: Account, now: dt.datetime) -> int:
-    return Hold.objects.filter(_live_q(now), account=account).count()
-
-
-def holds_today_count(*, account: Account, now: dt.datetime) -> int:
+def hold_counts(*, account: Account, now: dt.datetime) -> tuple[int, int]:
+    """(live holds, holds made today) for the per-account caps, in one query."""
     start = clock.at_local(clock.local(now).date(), dt.time(0, 0))
-    return Hold.objects.filter(account=account, created_at__gte=start).count()
+    counts = Hold.objects.filter(account=account).aggregate(
+        live=Count("id", filter=_live_q(now)), today=Count("id", filter=Q(created_at__gte=start))
+    )
+    return counts["live"], counts["today"]
 
 
 def patient_has_booking_in_session(*, patient_id: int, session_id: int, exclude_hold_id: int) -> bool:

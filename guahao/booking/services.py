@@ -21,7 +21,14 @@ from guahao.booking.states import (
     check_registration_move,
 )
 from guahao.catalog.selectors import pending_notices
-from guahao.errors import Conflict, Forbidden, InvalidInput, NotFound, UpstreamUnavailable
+from guahao.errors import (
+    Conflict,
+    Forbidden,
+    GuahaoError,
+    InvalidInput,
+    NotFound,
+    UpstreamUnavailable,
+)
 from guahao.his.base import HisRefused, HisTimeout, LockRequest, RegisterRequest
 from guahao.his.services import adapter as his
 from guahao.notifications.services import emit
@@ -32,7 +39,7 @@ from guahao.payments.models import Payment, Refund
 from guahao.payments.providers.base import PayParams
 from guahao.policies.selectors import active_restriction
 from guahao.scheduling.models import Session, Slot
-from guahao.scheduling.selectors import check_bookable, free_slot_q, release_rule_for
+from guahao.scheduling.selectors import check_bookable, free_slot_q, get_session, release_rule_for
 
 log = logging.getLogger("guahao.booking")
 
@@ -96,44 +103,43 @@ def hold_slot(
     window_start: dt.datetime | None = None,
 ) -> Hold:
     """Claim one slot for the account: a given slot, or the first free one in a session's time
-    window. Guarantees at most one live hold per slot; a loser is answered without a write. The
-    HIS lock follows; if the HIS refuses or does not answer, the claim is undone."""
+    window. Guarantees at most one live hold per slot. A loser of a release burst is answered from
+    reads alone (no write transaction); the conditional UPDATE decides between the rest. The HIS
+    lock follows; if the HIS refuses or does not answer, the claim is undone."""
     now = clock.now()
     if slot_id is not None:
-        slot = Slot.objects.select_related("session__hospital").filter(id=slot_id).first()
+        slot = Slot.objects.filter(id=slot_id).first()
         if slot is None:
             raise NotFound("号源不存在", code="slot_not_found")
-        session = slot.session
-    elif session_id is not None and window_start is not None:
-        session = Session.objects.select_related("hospital").filter(id=session_id).first()
-        if session is None:
-            raise NotFound("排班不存在", code="session_not_found")
-    else:
+        session_id = slot.session_id
+    elif session_id is None or window_start is None:
         raise InvalidInput("请提供 slot_id，或 session_id 与 window_start", code="slot_required")
-
-    rule = check_bookable(session, now=now)
+    session = get_session(session_id)  # fresh from the database, so its status is current
+    rule = check_bookable(session, now=now, status_is_fresh=True)
     until = now + dt.timedelta(minutes=rule.lock_minutes)
+
+    # Reads first: most of a burst asks for numbers that are already gone.
+    if slot_id is not None and not Slot.objects.filter(free_slot_q(now), id=slot_id).exists():
+        raise _slot_taken()
+    if slot_id is None and not Slot.objects.filter(free_slot_q(now), session_id=session_id, window_start=window_start).exists():
+        raise _window_refusal(session_id=session_id, window_start=window_start)
 
     with transaction.atomic():
         if slot_id is not None:
-            claimed_id = _claim_slot_by_id(slot_id=slot_id, session_id=session.id, now=now, until=until)
-            if claimed_id is None:
-                raise Conflict("该号源已被他人锁定或预约，请选择其他号源", code="slot_taken")
+            claimed = _claim_slot_by_id(slot_id=slot_id, session_id=session.id, now=now, until=until)
         else:
-            claimed_id = _claim_slot_in_window(session_id=session.id, window=window_start, now=now, until=until)
-            if claimed_id is None:
-                if not Slot.objects.filter(session_id=session.id, window_start=window_start).exists():
-                    raise NotFound("该排班没有这个就诊时段", code="window_not_found")
-                raise Conflict("该时段号源已约满，请选择其他时段", code="window_full")
+            claimed = _claim_slot_in_window(session_id=session.id, window=window_start, now=now, until=until)
+        if claimed is None:
+            raise _slot_taken() if slot_id is not None else _window_refusal(session_id=session_id, window_start=window_start)
         # A hold that lapsed without a sweeper still says HELD/PAYING: close it so the partial
         # unique index admits the new one.
-        Hold.objects.filter(slot_id=claimed_id, state__in=_CLAIMABLE, expires_at__lte=now).update(
+        Hold.objects.filter(slot_id=claimed, state__in=_CLAIMABLE, expires_at__lte=now).update(
             state=HoldState.EXPIRED, updated_at=now
         )
         _enforce_hold_caps(account=account, rule=rule, now=now)
         hold = Hold.objects.create(
             account=account,
-            slot_id=claimed_id,
+            slot_id=claimed,
             session=session,
             state=HoldState.HELD,
             expires_at=until,
@@ -143,28 +149,41 @@ def hold_slot(
         )
         emit("hold.created", hold_id=hold.id)
 
-    _lock_in_his(hold=hold, session=session)
-    return selectors.get_hold_for_account(account=account, hold_id=hold.id)
+    hold.slot = Slot.objects.get(id=claimed)
+    hold.session = session
+    _lock_in_his(hold=hold)
+    return hold
+
+
+def _slot_taken() -> Conflict:
+    return Conflict("该号源已被他人锁定或预约，请选择其他号源", code="slot_taken")
+
+
+def _window_refusal(*, session_id: int, window_start: dt.datetime) -> GuahaoError:
+    if not Slot.objects.filter(session_id=session_id, window_start=window_start).exists():
+        return NotFound("该排班没有这个就诊时段", code="window_not_found")
+    return Conflict("该时段号源已约满，请选择其他时段", code="window_full")
 
 
 def _enforce_hold_caps(*, account: Account, rule, now: dt.datetime) -> None:
     """Per-account caps, counted under a lock on the account row so that one account's parallel
     requests cannot slip past them together (SQLite's write lock already serialises)."""
     Account.objects.select_for_update().filter(id=account.id).first()
-    if selectors.live_holds_count(account=account, now=now) >= rule.max_live_holds_per_account:
+    live, today = selectors.hold_counts(account=account, now=now)
+    if live >= rule.max_live_holds_per_account:
         raise Conflict(
             f"您已有 {rule.max_live_holds_per_account} 个待支付的锁号，请先完成支付或取消后再预约",
             code="live_hold_limit",
         )
-    if selectors.holds_today_count(account=account, now=now) >= rule.max_holds_per_day_per_account:
+    if today >= rule.max_holds_per_day_per_account:
         raise Conflict(
             f"今日锁号次数已达上限（{rule.max_holds_per_day_per_account} 次），请明天再试",
             code="daily_hold_limit",
         )
 
 
-def _lock_in_his(*, hold: Hold, session: Session) -> None:
-    slot = Slot.objects.get(id=hold.slot_id)
+def _lock_in_his(*, hold: Hold) -> None:
+    session, slot = hold.session, hold.slot
     request = LockRequest(
         hold_id=hold.id,
         session_code=session.his_code,
@@ -187,7 +206,9 @@ def _lock_in_his(*, hold: Hold, session: Session) -> None:
         raise UpstreamUnavailable(
             "医院系统暂时无法响应，请刷新后重试" + _service_phone_hint(session), code="his_timeout"
         ) from exc
-    Hold.objects.filter(id=hold.id).update(his_lock_id=lock_id)
+    if lock_id:  # the local pool has no HIS lock to remember
+        Hold.objects.filter(id=hold.id).update(his_lock_id=lock_id)
+        hold.his_lock_id = lock_id
 
 
 def _undo_claim(*, hold: Hold, reason: str) -> None:

@@ -148,16 +148,21 @@ def get_session(session_id: int) -> Session:
     return session
 
 
-def check_bookable(session: Session, *, now: dt.datetime) -> ReleaseRule:
+def check_bookable(session: Session, *, now: dt.datetime, status_is_fresh: bool = False) -> ReleaseRule:
     """Raise Conflict unless the session can be booked at `now`; return the release rule in force
     (lock minutes, caps) for the caller to apply. Codes: session_suspended, session_closed (the
     session has started or ended), not_released (detail release_at). Slot freeness is the caller's
     conditional UPDATE with `free_slot_q`. A session whose hospital, department or doctor has been
     switched off is NotFound (session_not_found), as it is to browsing. The status is read afresh,
-    so a 停诊 made after the caller loaded the session still counts."""
-    status = _visible_sessions().filter(id=session.id).values_list("status", flat=True).first()
-    if status is None:
-        raise NotFound("排班不存在或已停用", code="session_not_found")
+    so a 停诊 made after the caller loaded the session still counts, unless the caller has just
+    loaded it through `get_session` in this request (`status_is_fresh`: one query fewer on the
+    hold path)."""
+    if status_is_fresh:
+        status = session.status
+    else:
+        status = _visible_sessions().filter(id=session.id).values_list("status", flat=True).first()
+        if status is None:
+            raise NotFound("排班不存在或已停用", code="session_not_found")
     rule = release_rule_for(session)
     state, release = _gate(session, rule, now, status=status)
     if state == SessionState.SUSPENDED:

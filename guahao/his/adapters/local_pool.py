@@ -6,15 +6,13 @@ letter, so they are unique, stable for a hold, and readable over the phone.
 
 from __future__ import annotations
 
-import uuid
-
 from guahao import clock
 from guahao.his.base import LockRequest, RegisterRequest, RegisterResult
 
 
 class LocalPoolHis:
     def lock_slot(self, request: LockRequest) -> str:
-        return f"L{request.hold_id}-{uuid.uuid4().hex[:8]}"
+        return ""  # nothing to lock outside guahao: the local claim is the lock
 
     def release_slot(self, *, his_lock_id: str, slot_code: str) -> None:
         return None
