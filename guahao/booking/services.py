@@ -107,22 +107,23 @@ def hold_slot(
     reads alone (no write transaction); the conditional UPDATE decides between the rest. The HIS
     lock follows; if the HIS refuses or does not answer, the claim is undone."""
     now = clock.now()
+    # One light read first: most of a release burst asks for numbers that are already gone, and
+    # those requests are answered here, before anything heavier (a number not yet released or in
+    # a suspended session is still free, so it goes on to the session checks below).
     if slot_id is not None:
-        slot = Slot.objects.filter(id=slot_id).first()
-        if slot is None:
+        found = Slot.objects.filter(id=slot_id).values_list("session_id", free_slot_q(now)).first()
+        if found is None:
             raise NotFound("号源不存在", code="slot_not_found")
-        session_id = slot.session_id
+        session_id, free = found
+        if not free:
+            raise _slot_taken()
     elif session_id is None or window_start is None:
         raise InvalidInput("请提供 slot_id，或 session_id 与 window_start", code="slot_required")
+    elif not Slot.objects.filter(free_slot_q(now), session_id=session_id, window_start=window_start).exists():
+        raise _window_refusal(session_id=session_id, window_start=window_start)
     session = get_session(session_id)  # fresh from the database, so its status is current
     rule = check_bookable(session, now=now, status_is_fresh=True)
     until = now + dt.timedelta(minutes=rule.lock_minutes)
-
-    # Reads first: most of a burst asks for numbers that are already gone.
-    if slot_id is not None and not Slot.objects.filter(free_slot_q(now), id=slot_id).exists():
-        raise _slot_taken()
-    if slot_id is None and not Slot.objects.filter(free_slot_q(now), session_id=session_id, window_start=window_start).exists():
-        raise _window_refusal(session_id=session_id, window_start=window_start)
 
     with transaction.atomic():
         if slot_id is not None:
