@@ -32,6 +32,7 @@ HANDLERS: dict[str, Callable[[str, dict], None]] = {
     "payment.paid": lambda _t, p: booking.complete_paid_hold(payment_id=p["payment_id"]),
     "refund.requested": lambda _t, p: payments.submit_refund(refund_id=p["refund_id"]),
     "refund.succeeded": lambda _t, p: booking.finish_refund(refund_id=p["refund_id"]),
+    "session.suspended": lambda _t, p: booking.cancel_for_suspension(session_id=p["session_id"]),
 }
 
 

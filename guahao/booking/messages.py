@@ -39,7 +39,10 @@ def status_message(topic: str, payload: dict) -> Message | None:
         )
         title = "退费中" if topic == "registration.refunding" else "已取消"
         tail = "挂号费将原路退回。" if topic == "registration.refunding" else "挂号已取消，退款已完成。"
-        return Message(reg.account_id, title, f"就诊人{pii.mask_name(reg.patient.name)}{_when(reg.session)}的{tail}")
+        why = f"因{reg.session.suspend_reason}停诊，" if reg.session.status == "suspended" and reg.session.suspend_reason else ""
+        return Message(
+            reg.account_id, title, f"{why}就诊人{pii.mask_name(reg.patient.name)}{_when(reg.session)}的{tail}"
+        )
     if topic == "refund.failed":
         hold = Hold.objects.select_related("session__hospital").get(payments__refunds__id=payload["refund_id"])
         phone = hold.session.hospital.service_phone

@@ -364,7 +364,11 @@ def complete_paid_hold(*, payment_id: int) -> None:
     now = clock.now()
     with transaction.atomic():
         won = Hold.objects.filter(
-            id=hold.id, state__in=_CLAIMABLE, expires_at__gt=now, payment__isnull=True
+            id=hold.id,
+            state__in=_CLAIMABLE,
+            expires_at__gt=now,
+            payment__isnull=True,
+            session__status=Session.Status.OPEN,  # 停诊 while paying: refund, do not register
         ).update(state=HoldState.REGISTERING, payment=payment, updated_at=now)
         if won:
             Slot.objects.filter(id=hold.slot_id).update(state=Slot.State.BOOKED, held_until=None)
@@ -378,7 +382,12 @@ def complete_paid_hold(*, payment_id: int) -> None:
 
 
 def _refund_unused_payment(*, payment: Payment, hold: Hold) -> None:
-    reason = "锁号已超时，自动退款" if selectors.effective_state(hold) == HoldState.EXPIRED else "订单已失效，自动退款"
+    if selectors.effective_state(hold) == HoldState.EXPIRED:
+        reason = "锁号已超时，自动退款"
+    elif hold.session.status == Session.Status.SUSPENDED:
+        reason = "医生停诊，自动退款"
+    else:
+        reason = "订单已失效，自动退款"
     with transaction.atomic():
         refund = payments.request_refund(
             payment=payment, amount_fen=payment.amount_fen, reason=reason, refund_no=_refund_no(payment)
@@ -518,3 +527,33 @@ def finish_refund(*, refund_id: int) -> None:
         )
         if moved:
             emit("registration.cancelled", registration_id=reg.id, refund_id=refund.id)
+
+
+def cancel_for_suspension(*, session_id: int) -> int:
+    """停诊: end the session's live holds and cancel its booked registrations with a full refund,
+    whatever the cancel deadline. Idempotent; returns how many registrations it cancelled."""
+    session = Session.objects.get(id=session_id)
+    if session.status != Session.Status.SUSPENDED:
+        return 0
+    now = clock.now()
+    for hold in Hold.objects.select_related("slot").filter(session_id=session_id, state__in=_CLAIMABLE):
+        with transaction.atomic():
+            ended = Hold.objects.filter(id=hold.id, state__in=_CLAIMABLE).update(
+                state=HoldState.FAILED, updated_at=now
+            )
+            if ended:
+                _free_slot(slot_id=hold.slot_id, held_until=hold.expires_at)
+                emit("hold.failed", hold_id=hold.id, reason="session_suspended")
+        if ended:
+            _tidy_dead_hold(hold)
+    cancelled = 0
+    registrations = Registration.objects.select_related("hold__payment").filter(
+        session_id=session_id, status=RegistrationStatus.BOOKED
+    )
+    for registration in registrations:
+        try:
+            _start_refund_for_cancellation(registration=registration, reason="医生停诊，自动退号")
+            cancelled += 1
+        except Conflict:  # cancelled by the patient in the meantime
+            continue
+    return cancelled

@@ -112,3 +112,56 @@ def test_a_refund_the_provider_refuses_tells_the_patient_and_the_operators(world
     assert any(r.levelname == "ERROR" and "operator" in r.getMessage() for r in caplog.records)
     messages = [r for r in caplog.records if r.name == "guahao.messages"]
     assert any("人工处理" in r.text for r in messages)
+
+
+def booked(world, booker) -> Registration:
+    hold = confirmed_hold(world, booker)
+    _, params = services.pay_hold(account=booker[0], hold_id=hold.id)
+    pay_on_sandbox(params.pay_url)
+    run_worker()
+    return Registration.objects.get(hold=hold)
+
+
+def test_suspending_a_session_cancels_and_refunds_its_registrations(world, booker, caplog):
+    import logging
+
+    from guahao.scheduling.services import suspend_session
+
+    registration = booked(world, booker)
+    other = make_account()
+    from .conftest import ready_to_book
+
+    other_patient = ready_to_book(other, world.hospital, name="钱七")
+    live = services.hold_slot(account=other, slot_id=world.session.slots.order_by("seq")[2].id)
+    services.confirm_hold(account=other, hold_id=live.id, patient_id=other_patient.id, channel="wechat", insurance=False)
+    _, late_params = services.pay_hold(account=other, hold_id=live.id)
+
+    with caplog.at_level(logging.INFO, logger="guahao.messages"):
+        suspend_session(session=world.session, reason="专家外出会诊")
+        run_worker()
+    registration.refresh_from_db()
+    assert registration.status == "cancelled"
+    assert Refund.objects.get(payment=registration.hold.payment).state == Refund.State.SUCCEEDED
+    assert any("专家外出会诊" in r.text for r in caplog.records if r.name == "guahao.messages")
+    live.refresh_from_db()
+    assert live.state == HoldState.FAILED
+    # The ended hold's payment order was closed with it: the patient cannot pay for it any more.
+    late = ApiClient().post(urlsplit(late_params.pay_url).path, {"result": "success"})
+    assert late.status_code == 409
+    assert not Registration.objects.filter(hold=live).exists()
+
+
+def test_a_payment_landing_after_a_suspension_is_refunded(world, booker):
+    from guahao.scheduling.models import Session
+
+    hold = confirmed_hold(world, booker)
+    payment, params = services.pay_hold(account=booker[0], hold_id=hold.id)
+    # 停诊 lands between the patient's payment and its notification (no worker pass in between).
+    Session.objects.filter(id=world.session.id).update(status=Session.Status.SUSPENDED)
+    pay_on_sandbox(params.pay_url)
+    from guahao.payments.providers import sandbox
+
+    notice = SandboxNotification.objects.get(kind="TRANSACTION.SUCCESS")
+    assert client_send(*sandbox.signed_delivery(notice)) == 200
+    assert not Registration.objects.filter(hold=hold).exists()
+    assert Refund.objects.get(payment=payment).reason == "医生停诊，自动退款"
