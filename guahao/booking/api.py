@@ -11,7 +11,6 @@ from guahao import clock, pii
 from guahao.booking import selectors, services
 from guahao.booking.models import Hold, Registration
 from guahao.booking.states import HoldState, RegistrationStatus
-from guahao.errors import InvalidInput
 from guahao.patients.auth import bearer
 from guahao.scheduling.selectors import release_rule_for
 
@@ -168,8 +167,6 @@ def _registration_out(reg: Registration) -> dict:
 
 @router.post("/holds", response={201: HoldOut}, summary="锁号")
 def create_hold(request: HttpRequest, body: HoldIn):
-    if body.slot_id is None and (body.session_id is None or body.window_start is None):
-        raise InvalidInput("请提供号源 slot_id，或排班 session_id 与时段开始时间 window_start", code="slot_required")
     hold = services.hold_slot(
         account=request.auth, slot_id=body.slot_id, session_id=body.session_id, window_start=body.window_start
     )

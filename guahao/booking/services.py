@@ -118,7 +118,7 @@ def hold_slot(
         if not free:
             raise _slot_taken()
     elif session_id is None or window_start is None:
-        raise InvalidInput("请提供 slot_id，或 session_id 与 window_start", code="slot_required")
+        raise InvalidInput("请提供号源 slot_id，或排班 session_id 与时段开始时间 window_start", code="slot_required")
     elif not Slot.objects.filter(free_slot_q(now), session_id=session_id, window_start=window_start).exists():
         raise _window_refusal(session_id=session_id, window_start=window_start)
     session = get_session(session_id)  # fresh from the database, so its status is current
