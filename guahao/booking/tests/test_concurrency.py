@@ -61,3 +61,19 @@ def test_200_clients_holding_next_free_in_a_window_of_20_fill_it_exactly(world, 
         assert sorted(h.slot.seq for h in wins) == list(range(1, 21))
         assert {e.code for e in losses} == {"window_full"}
         assert Hold.objects.filter(session=session, state__in=LIVE_HOLD_STATES).count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_account_racing_for_many_slots_stays_within_its_live_hold_cap(world):
+    from guahao.scheduling.models import ReleaseRule
+    from guahao.testing import make_account
+
+    ReleaseRule.objects.filter(hospital=world.hospital).update(max_live_holds_per_account=2)
+    account = make_account()
+    session = make_session(world.department, slots=20)
+    slots = list(session.slots.values_list("id", flat=True))
+    results = run_concurrently([lambda s=s: services.hold_slot(account=account, slot_id=s) for s in slots])
+    wins, losses = _outcomes(results)
+    assert len(wins) == 2
+    assert {e.code for e in losses} == {"live_hold_limit"}
+    assert Hold.objects.filter(account=account, state__in=LIVE_HOLD_STATES).count() == 2
