@@ -147,8 +147,10 @@ def _hold_out(hold: Hold) -> dict:
     }
 
 
-def _registration_out(reg: Registration) -> dict:
-    deadline = selectors.cancel_deadline(reg, hours=release_rule_for(reg.session).cancel_deadline_hours)
+def _registration_out(reg: Registration, *, cancel_hours: int | None = None) -> dict:
+    if cancel_hours is None:
+        cancel_hours = release_rule_for(reg.session).cancel_deadline_hours
+    deadline = selectors.cancel_deadline(reg, hours=cancel_hours)
     return {
         "id": reg.id,
         "registration_no": reg.registration_no,
@@ -208,7 +210,12 @@ def release_hold(request: HttpRequest, hold_id: int):
 
 @router.get("/registrations", response=list[RegistrationOut], summary="我的挂号")
 def list_registrations(request: HttpRequest, status: RegistrationStatus | None = None):
-    return [_registration_out(r) for r in selectors.registrations_of(account=request.auth, status=status)]
+    registrations = list(selectors.registrations_of(account=request.auth, status=status))
+    hours: dict[int, int] = {}  # one rule lookup per department, not per registration
+    for reg in registrations:
+        if reg.session.department_id not in hours:
+            hours[reg.session.department_id] = release_rule_for(reg.session).cancel_deadline_hours
+    return [_registration_out(r, cancel_hours=hours[r.session.department_id]) for r in registrations]
 
 
 @router.get("/registrations/{registration_id}", response=RegistrationOut, summary="挂号详情")
