@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import DataError
+from django.db import DataError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -63,6 +63,14 @@ def on_out_of_range(request: HttpRequest, exc: Exception) -> HttpResponse:
     # driver OverflowError): bad input, not a server fault.
     log.warning("value out of range", extra={"path": request.path, "error": type(exc).__name__})
     return _error(request, 400, "out_of_range", "参数超出允许范围")
+
+
+@api.exception_handler(OperationalError)
+def on_database_unavailable(request: HttpRequest, exc: OperationalError) -> HttpResponse:
+    # The database refused or dropped us (restart, lock timeout, a deadlock that outlived its
+    # retries): nothing was written, and the patient may simply try again.
+    log.warning("database unavailable", extra={"path": request.path, "error": str(exc)[:200]})
+    return _error(request, 503, "database_unavailable", "系统繁忙，请稍后重试")
 
 
 @api.exception_handler(HttpError)

@@ -28,8 +28,19 @@ def _send_message(topic: str, payload: dict) -> None:
         channel().send(account_id=message.account_id, title=message.title, text=message.text)
 
 
+def _tidy(_topic: str, payload: dict) -> None:
+    booking.tidy_dead_hold(hold_id=payload["hold_id"])
+
+
+# Each handler may raise (an outside system did not answer): the event is retried with back-off
+# until it succeeds, and the patient's message goes out only once its handler has.
 HANDLERS: dict[str, Callable[[str, dict], None]] = {
     "payment.paid": lambda _t, p: booking.complete_paid_hold(payment_id=p["payment_id"]),
+    "hold.registering": lambda _t, p: booking.register_paid_hold(hold_id=p["hold_id"]),
+    "hold.released": _tidy,
+    "hold.expired": _tidy,
+    "hold.failed": _tidy,
+    "his.cancel": lambda _t, p: booking.cancel_at_his(hold_id=p["hold_id"], registration_no=p.get("registration_no", "")),
     "refund.requested": lambda _t, p: payments.submit_refund(refund_id=p["refund_id"]),
     "refund.succeeded": lambda _t, p: booking.finish_refund(refund_id=p["refund_id"]),
     "session.suspended": lambda _t, p: booking.cancel_for_suspension(session_id=p["session_id"]),
@@ -45,16 +56,18 @@ def handle(topic: str, payload: dict) -> None:
 
 
 def drain_outbox(*, worker_id: str = "worker", limit: int = 100) -> int:
-    events = outbox.claim_events(worker_id=worker_id, limit=limit)
-    for event in events:
+    """Handle up to `limit` due events, claiming each one just before its handling."""
+    handled = 0
+    while handled < limit and (event := outbox.claim_next()) is not None:
+        handled += 1
         try:
             handle(event.topic, event.payload)
         except Exception as exc:  # one bad event must not stop the others; it is retried with back-off
-            log.exception("event failed", extra={"event_id": event.id, "topic": event.topic})
+            log.exception("event failed", extra={"event_id": event.id, "topic": event.topic, "worker_id": worker_id})
             outbox.mark_failed(event, f"{type(exc).__name__}: {exc}")
         else:
             outbox.mark_done(event)
-    return len(events)
+    return handled
 
 
 SCHEDULER_LEASE = dt.timedelta(seconds=30)
@@ -69,6 +82,9 @@ def run_sweeps(*, worker_id: str) -> int:
     if not outbox.hold_lease(name="scheduler", holder=worker_id, ttl=SCHEDULER_LEASE):
         return 0
     work = booking.expire_holds()
+    work += booking.settle_overdue_registering()
+    work += payments.poll_open_payments()
+    work += payments.poll_processing_refunds()
     now = clock.now()
     if _last_hourly is None or now - _last_hourly >= _HOURLY:
         _last_hourly = now

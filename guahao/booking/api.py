@@ -203,6 +203,11 @@ def pay_hold(request: HttpRequest, hold_id: int):
     }
 
 
+@router.post("/holds/{hold_id}/pay/check", response=HoldOut, summary="我已支付：立即向支付机构查询支付结果")
+def check_payment(request: HttpRequest, hold_id: int):
+    return _hold_out(services.check_payment(account=request.auth, hold_id=hold_id))
+
+
 @router.delete("/holds/{hold_id}", response=HoldOut, summary="取消锁号")
 def release_hold(request: HttpRequest, hold_id: int):
     return _hold_out(services.release_hold(account=request.auth, hold_id=hold_id))

@@ -11,6 +11,7 @@ from guahao.booking.models import Hold, Registration
 from guahao.booking.states import HoldState, RegistrationStatus
 from guahao.errors import NotFound
 from guahao.patients.models import Account
+from guahao.scheduling.selectors import release_rule_for
 
 _HOLD_RELATED = ("slot", "session__department", "session__doctor", "session__hospital", "patient")
 
@@ -56,7 +57,23 @@ def get_registration_for_account(*, account: Account, registration_id: int) -> R
 
 
 def cancel_deadline(registration: Registration, *, hours: int) -> dt.datetime:
-    return registration.session.starts_at - dt.timedelta(hours=hours)
+    """Online cancellation closes `hours` before the registration's own time window (分时段), not
+    before the session's start."""
+    return registration.slot.window_start - dt.timedelta(hours=hours)
+
+
+# However late a patient pays, the HIS gets this long to answer before the payment is refunded.
+REGISTER_GRACE = dt.timedelta(minutes=5)
+
+
+def registering_cutoff(hold: Hold) -> dt.datetime:
+    """When a REGISTERING hold whose HIS outcome is still unknown is given up (refunded, and the
+    HIS asked to cancel): the release rule's minutes before the session starts, but never sooner
+    than REGISTER_GRACE after the hold began registering (its last update), nor later than the
+    session's start."""
+    session = hold.session
+    by_rule = session.starts_at - dt.timedelta(minutes=release_rule_for(session).register_cutoff_minutes)
+    return max(by_rule, min(hold.updated_at + REGISTER_GRACE, session.starts_at))
 
 
 def _live_q(now: dt.datetime) -> Q:

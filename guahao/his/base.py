@@ -56,19 +56,39 @@ class RegisterResult:
     registration_no: str
 
 
+@dataclass(frozen=True)
+class RegistrationRecord:
+    """What the HIS holds for one of our holds: its registration number and whether it is still
+    valid (False once cancelled at the HIS)."""
+
+    registration_no: str
+    active: bool = True
+
+
 class HisAdapter(Protocol):
+    """Our hold id is the idempotency key of every call: the HIS keys its locks and registrations
+    by it, so a repeated call after a lost reply finds what the first one did."""
+
     def lock_slot(self, request: LockRequest) -> str:
-        """Lock a slot in the HIS; returns the HIS lock id."""
+        """Lock a slot in the HIS; returns the HIS lock id. Repeating it for the same hold returns
+        the same lock."""
         ...
 
-    def release_slot(self, *, his_lock_id: str, slot_code: str) -> None:
-        """Release a lock (idempotent: releasing an unknown or released lock is not an error)."""
+    def release_slot(self, *, hold_id: int, his_lock_id: str, slot_code: str) -> None:
+        """Release the lock taken for `hold_id` (its HIS lock id may be unknown to us when the lock
+        call timed out). Idempotent: an unknown or released lock is not an error."""
         ...
 
     def register(self, request: RegisterRequest) -> RegisterResult:
-        """Turn a locked, paid slot into a registration."""
+        """Turn a locked, paid slot into a registration. Idempotent per hold id: a repeat returns
+        the registration the first call made."""
         ...
 
-    def cancel_registration(self, *, registration_no: str) -> None:
-        """Cancel a registration (idempotent)."""
+    def query_registration(self, *, hold_id: int) -> RegistrationRecord | None:
+        """The registration the HIS made for `hold_id`, or None when it made none."""
+        ...
+
+    def cancel_registration(self, *, hold_id: int, registration_no: str = "") -> None:
+        """Cancel the registration made for `hold_id` (the number may be unknown to us when the
+        register call timed out). Idempotent."""
         ...

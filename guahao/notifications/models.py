@@ -12,6 +12,8 @@ class OutboxEvent(models.Model):
     available_at = models.DateTimeField()
     attempts = models.PositiveSmallIntegerField(default=0)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim: only that claim may complete or fail the event.
+    claim_token = models.CharField(max_length=32, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
 

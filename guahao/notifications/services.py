@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 from guahao import clock
 from guahao.notifications.models import Lease, OutboxEvent
@@ -20,43 +21,93 @@ def emit(topic: str, **payload: Any) -> OutboxEvent:
     return OutboxEvent.objects.create(topic=topic, payload=payload, created_at=moment, available_at=moment)
 
 
-def claim_events(*, worker_id: str, limit: int = 50, lease: dt.timedelta = dt.timedelta(seconds=60)) -> list[OutboxEvent]:
-    """Claim up to `limit` due events with a conditional UPDATE per row, so two workers never take
-    the same event (works on SQLite and PostgreSQL alike)."""
+# A claim covers one event at a time, and an event's handler makes at most a few outside calls,
+# each with its own timeout well under this lease: a claim cannot lapse while it is being worked.
+EVENT_LEASE = dt.timedelta(seconds=60)
+
+_CLAIM_NEXT_PG = """
+UPDATE notifications_outboxevent SET claimed_until = %(until)s, claim_token = %(token)s
+WHERE id = (
+    SELECT id FROM notifications_outboxevent
+    WHERE processed_at IS NULL AND available_at <= %(now)s
+      AND (claimed_until IS NULL OR claimed_until <= %(now)s)
+    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+
+
+def claim_next(*, lease: dt.timedelta = EVENT_LEASE) -> OutboxEvent | None:
+    """Claim the oldest due event for one handling, under a fresh claim token. On PostgreSQL SKIP
+    LOCKED sends concurrent workers to different rows; elsewhere a conditional UPDATE per candidate
+    decides. Only the holder of the token may complete or fail the event."""
     moment = clock.now()
-    candidates = list(
+    token = secrets.token_hex(16)
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                _CLAIM_NEXT_PG,
+                {
+                    "until": moment + lease,
+                    "token": token,
+                    "now": moment,
+                },
+            )
+            row = cursor.fetchone()
+        return OutboxEvent.objects.get(id=row[0]) if row else None
+    candidates = (
         OutboxEvent.objects.filter(processed_at__isnull=True, available_at__lte=moment)
         .exclude(claimed_until__gt=moment)
         .order_by("id")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", flat=True)[:20]
     )
-    claimed = []
-    for event_id in candidates:
+    for event_id in list(candidates):
         with transaction.atomic():
             won = (
                 OutboxEvent.objects.filter(id=event_id, processed_at__isnull=True)
                 .exclude(claimed_until__gt=moment)
-                .update(claimed_until=moment + lease)
+                .update(claimed_until=moment + lease, claim_token=token)
             )
         if won:
-            claimed.append(OutboxEvent.objects.get(id=event_id))
+            return OutboxEvent.objects.get(id=event_id)
+    return None
+
+
+def claim_events(*, worker_id: str, limit: int = 50, lease: dt.timedelta = EVENT_LEASE) -> list[OutboxEvent]:
+    """Claim up to `limit` due events, each under its own token (for tests and tools; the worker
+    claims one event at a time with claim_next so that no claim waits behind another's work)."""
+    claimed = []
+    while len(claimed) < limit and (event := claim_next(lease=lease)) is not None:
+        claimed.append(event)
     return claimed
 
 
-def mark_done(event: OutboxEvent) -> None:
-    OutboxEvent.objects.filter(id=event.id).update(processed_at=clock.now(), claimed_until=None)
+def _holder_q(event: OutboxEvent) -> models.Q:
+    # The claim still belongs to this handling: same token, not lapsed (else another worker may
+    # have taken the event over, and its outcome wins).
+    return models.Q(id=event.id, processed_at__isnull=True, claim_token=event.claim_token, claimed_until__gt=clock.now())
 
 
-def mark_failed(event: OutboxEvent, error: str) -> None:
-    """Back off exponentially (30 s, 1 min, 2 min … capped at 1 h) and try again later."""
+def mark_done(event: OutboxEvent) -> bool:
+    """Complete the event if this claim still holds it; False when the claim had lapsed."""
+    done = OutboxEvent.objects.filter(_holder_q(event)).update(processed_at=clock.now(), claimed_until=None)
+    if not done:
+        log.warning("event claim lapsed before it was completed", extra={"event_id": event.id, "topic": event.topic})
+    return bool(done)
+
+
+def mark_failed(event: OutboxEvent, error: str) -> bool:
+    """Back off exponentially (30 s, 1 min, 2 min … capped at 1 h) and try again later. Only the
+    holder of the claim may do so."""
     attempts = event.attempts + 1
     delay = min(30 * 2 ** (attempts - 1), 3600)
-    OutboxEvent.objects.filter(id=event.id).update(
+    failed = OutboxEvent.objects.filter(_holder_q(event)).update(
         attempts=attempts,
         claimed_until=None,
         available_at=clock.now() + dt.timedelta(seconds=delay),
         last_error=error[:300],
     )
+    return bool(failed)
 
 
 def hold_lease(*, name: str, holder: str, ttl: dt.timedelta) -> bool:

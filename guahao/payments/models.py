@@ -22,14 +22,27 @@ class Payment(models.Model):
     refunded_fen = models.PositiveIntegerField("已退金额（分）", default=0)
     state = models.CharField("状态", max_length=10, choices=State.choices, default=State.CREATED)
     created_at = models.DateTimeField()
+    # Set once the provider has the order (create_order answered): only then may another request
+    # close it, so a close can never overtake the create and leave a payable order behind.
+    opened_at = models.DateTimeField(null=True, blank=True)
+    # The provider refuses payment after this (the hold's expiry plus a margin).
+    expires_at = models.DateTimeField("支付截止")
     paid_at = models.DateTimeField(null=True, blank=True)
+    # The poller asks the provider about an open order at this time (lost notifications).
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    polls = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         verbose_name = verbose_name_plural = "支付"
+        indexes = [models.Index(fields=["state", "next_poll_at"])]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(refunded_fen__lte=models.F("amount_fen")), name="payment_refund_le_paid"
-            )
+            ),
+            # One payable order per hold: a double tap on 支付 cannot open two.
+            models.UniqueConstraint(
+                fields=["hold"], condition=models.Q(state="created"), name="one_open_payment_per_hold"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -49,9 +62,14 @@ class Refund(models.Model):
     state = models.CharField("状态", max_length=12, choices=State.choices, default=State.PROCESSING)
     created_at = models.DateTimeField()
     succeeded_at = models.DateTimeField(null=True, blank=True)
+    # The poller asks the provider about a PROCESSING refund at this time (lost REFUND.SUCCESS).
+    next_query_at = models.DateTimeField(null=True, blank=True)
+    queries = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField("失败原因", max_length=200, blank=True)
 
     class Meta:
         verbose_name = verbose_name_plural = "退款"
+        indexes = [models.Index(fields=["state", "next_query_at"])]
 
     def __str__(self) -> str:
         return self.refund_no
@@ -73,6 +91,8 @@ class SandboxTrade(models.Model):
     notify_url = models.CharField(max_length=300)
     state = models.CharField(max_length=10, choices=State.choices, default=State.NOTPAY)
     created_at = models.DateTimeField()
+    # time_expire: an unpaid order closes by itself at this moment.
+    expires_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:

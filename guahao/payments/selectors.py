@@ -36,3 +36,18 @@ def refundable_fen(payment: Payment) -> int:
 
 def refunds_of_payment(payment_id: int) -> QuerySet[Refund]:
     return Refund.objects.filter(payment_id=payment_id).order_by("id")
+
+
+def paid_unsettled_ids(*, hold_id: int, winner_id: int | None) -> list[int]:
+    """Paid payments of a hold that are neither the one that won its slot nor being refunded: each
+    still awaits booking's decision (register or refund)."""
+    return list(
+        Payment.objects.filter(hold_id=hold_id, state=Payment.State.PAID, refunds__isnull=True)
+        .exclude(id=winner_id or 0)
+        .values_list("id", flat=True)
+    )
+
+
+def paid_awaiting_settlement(*, hold_id: int) -> bool:
+    """A live hold (no winning payment yet) has a paid payment that is not settled."""
+    return Payment.objects.filter(hold_id=hold_id, state=Payment.State.PAID, refunds__isnull=True).exists()

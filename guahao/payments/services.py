@@ -7,17 +7,18 @@ Every paid payment ends as a Registration or a Refund: "payment.paid" tells book
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from guahao import clock
-from guahao.errors import Conflict, InvalidInput, UpstreamUnavailable
+from guahao.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from guahao.notifications.services import emit
 from guahao.payments import selectors
 from guahao.payments.models import Payment, Refund
@@ -29,6 +30,7 @@ from guahao.payments.providers.base import (
     PayParams,
     ProviderRefused,
     ProviderTimeout,
+    RefundStatus,
 )
 from guahao.payments.providers.replay import prune_seen_nonces
 
@@ -38,11 +40,15 @@ if TYPE_CHECKING:
 __all__ = [
     "RecordedNotification",
     "UnknownProvider",
+    "close_open_orders",
     "close_payment",
+    "poll_open_payments",
+    "poll_processing_refunds",
     "provider",
     "record_notification",
     "refresh_payment",
     "request_refund",
+    "retry_refund",
     "start_payment",
     "submit_refund",
 ]
@@ -50,6 +56,16 @@ __all__ = [
 log = logging.getLogger("guahao.payments")
 
 PROVIDER_UNAVAILABLE = "支付渠道暂时无法响应，请稍后重试"
+# A provider order may be paid until the hold's expiry plus this (time_expire); a payment landing
+# after the hold lapsed is refunded.
+ORDER_MARGIN = dt.timedelta(minutes=2)
+# An order whose opening has not answered after this is treated as abandoned by its request.
+OPENING_TIMEOUT = dt.timedelta(seconds=30)
+# The pollers ask the provider this long after an order opened or a refund was requested, then
+# back off (doubling) up to the maximum.
+FIRST_POLL = dt.timedelta(minutes=1)
+MAX_POLL_INTERVAL = dt.timedelta(minutes=4)
+MAX_REFUND_QUERY_INTERVAL = dt.timedelta(hours=1)
 
 
 class RefundExceedsPayment(RuntimeError):
@@ -67,39 +83,43 @@ class RecordedNotification:
 def start_payment(*, hold: Hold) -> tuple[Payment, PayParams]:
     """Open a new payment order for `hold` at the configured provider and return what the patient's
     client needs to pay it. Earlier open orders of the hold are closed first, so a failed payment may
-    be retried with a new order number. Raises UpstreamUnavailable when the provider does not answer
-    or refuses (no automatic retry), and Conflict when an earlier order turns out to be paid already
-    (that payment is settled here; booking completes it from the "payment.paid" event)."""
+    be retried with a new order number; at most one order of a hold is open at any time (a partial
+    unique index), and an order still being opened by another request is never closed under it.
+    The order carries an expiry (the hold's plus ORDER_MARGIN), after which the provider refuses
+    the money. Raises UpstreamUnavailable when the provider does not answer or refuses (no
+    automatic retry), and Conflict when an earlier order turns out to be paid already (that payment
+    is settled here; booking completes it from the "payment.paid" event) or is still being opened."""
     if hold.fee_fen <= 0:
         raise InvalidInput("本次挂号无需支付", code="nothing_to_pay")
     if not hold.channel:
         raise InvalidInput("请先选择支付方式", code="channel_required")
-    already_paid = False
-    for earlier in Payment.objects.filter(hold_id=hold.id, state=Payment.State.CREATED).order_by("id"):
-        if not _close_or_settle(earlier):
-            already_paid = True
-    if already_paid:
-        raise Conflict("您已完成支付，正在为您办理挂号，请稍后刷新查看", code="payment_already_paid")
+    close_open_orders(hold_id=hold.id)
 
     gateway = provider()
-    with transaction.atomic():
-        payment = Payment.objects.create(
-            hold=hold,
-            account_id=hold.account_id,
-            provider=gateway.name,
-            channel=hold.channel,
-            insurance=hold.insurance,
-            out_trade_no=_new_out_trade_no(),
-            amount_fen=hold.fee_fen,
-            state=Payment.State.CREATED,
-            created_at=clock.now(),
-        )
+    now = clock.now()
+    try:
+        with transaction.atomic():
+            payment = Payment.objects.create(
+                hold=hold,
+                account_id=hold.account_id,
+                provider=gateway.name,
+                channel=hold.channel,
+                insurance=hold.insurance,
+                out_trade_no=_new_out_trade_no(),
+                amount_fen=hold.fee_fen,
+                state=Payment.State.CREATED,
+                created_at=now,
+                expires_at=hold.expires_at + ORDER_MARGIN,
+            )
+    except IntegrityError as exc:  # another request opened one in the meantime
+        raise _order_in_progress() from exc
     order = OrderRequest(
         out_trade_no=payment.out_trade_no,
         amount_fen=payment.amount_fen,
         description=_description(hold),
         channel=payment.channel,
         notify_url=f"{settings.PUBLIC_URL}/api/v1/payments/notify/{gateway.name}",
+        expires_at=payment.expires_at,
     )
     try:
         params = gateway.create_order(order)
@@ -109,20 +129,71 @@ def start_payment(*, hold: Hold) -> tuple[Payment, PayParams]:
         log.warning("payment order refused", extra={"out_trade_no": payment.out_trade_no, "error": str(exc)})
         raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
     except ProviderTimeout as exc:
-        # The order may exist at the provider: the payment stays CREATED, to be closed later.
+        # The order may exist at the provider: it stays CREATED, and the poller asks about it once
+        # OPENING_TIMEOUT has passed (closing it if unpaid).
+        Payment.objects.filter(id=payment.id).update(next_poll_at=now + OPENING_TIMEOUT)
         log.warning("payment order timed out", extra={"out_trade_no": payment.out_trade_no})
         raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
+    opened = clock.now()
+    Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(
+        opened_at=opened, next_poll_at=opened + FIRST_POLL
+    )
     log.info("payment order created", extra={"payment_id": payment.id, "out_trade_no": payment.out_trade_no})
     return payment, params
+
+
+def close_open_orders(*, hold_id: int) -> None:
+    """Close every open order of a hold (a new order replaces them, or the hold is over). Raises
+    Conflict when one turns out to be paid (it is settled here) or is still being opened by another
+    request, and UpstreamUnavailable when the provider does not answer: the caller tries again."""
+    already_paid = False
+    now = clock.now()
+    for earlier in Payment.objects.filter(hold_id=hold_id, state=Payment.State.CREATED).order_by("id"):
+        if earlier.opened_at is None and earlier.created_at > now - OPENING_TIMEOUT:
+            raise _order_in_progress()
+        if not _close_or_settle(earlier):
+            already_paid = True
+    if already_paid:
+        raise Conflict("您已完成支付，正在为您办理挂号，请稍后刷新查看", code="payment_already_paid")
+
+
+def _order_in_progress() -> Conflict:
+    return Conflict("支付订单正在创建，请稍候几秒后再试", code="payment_in_progress")
 
 
 def close_payment(*, payment_id: int) -> None:
     """Close an unpaid order (the hold is over, or a new order replaces it). Idempotent. An order the
     provider says is paid is settled instead (booking then refunds it). Raises UpstreamUnavailable
-    when the provider does not answer; the caller (the sweeper) tries again later."""
+    when the provider does not answer; the caller (an outbox job or the poller) tries again later."""
     payment = Payment.objects.get(id=payment_id)
     if payment.state == Payment.State.CREATED:
         _close_or_settle(payment)
+
+
+def poll_open_payments(*, limit: int = 100) -> int:
+    """The poller for lost notifications: ask the provider about every open order that is due
+    (a minute after it opened, then with back-off, until its expiry). A paid one is settled exactly
+    as a notification would settle it; one past its expiry is closed; an order whose opening never
+    answered is asked about once OPENING_TIMEOUT has passed. Returns how many were asked."""
+    now = clock.now()
+    due = list(
+        Payment.objects.filter(state=Payment.State.CREATED, next_poll_at__lte=now).order_by("next_poll_at")[:limit]
+    )
+    for payment in due:
+        try:
+            if payment.expires_at <= now or payment.opened_at is None:
+                _close_or_settle(payment)
+                continue
+            if refresh_payment(payment_id=payment.id):
+                continue
+        except UpstreamUnavailable:
+            log.warning("payment poll: provider did not answer", extra={"payment_id": payment.id})
+        polls = payment.polls + 1
+        wait = min(FIRST_POLL * 2 ** (polls - 1), MAX_POLL_INTERVAL)
+        # Never wait past the order's expiry: that is when it must be closed.
+        next_at = min(now + wait, max(payment.expires_at, now + FIRST_POLL))
+        Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(polls=polls, next_poll_at=next_at)
+    return len(due)
 
 
 def refresh_payment(*, payment_id: int) -> bool:
@@ -135,6 +206,8 @@ def refresh_payment(*, payment_id: int) -> bool:
         status = provider(payment.provider).query_order(payment.out_trade_no)
     except (ProviderTimeout, ProviderRefused) as exc:
         raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
+    if status.state == "CLOSED":
+        Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(state=Payment.State.CLOSED)
     if status.state != "SUCCESS":
         return False
     return _settle_from_query(payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id)
@@ -184,6 +257,7 @@ def request_refund(*, payment: Payment, amount_fen: int, reason: str, refund_no:
             reason=reason[:100],
             state=Refund.State.PROCESSING,
             created_at=clock.now(),
+            next_query_at=clock.now() + FIRST_POLL,
         )
         emit("refund.requested", refund_id=refund.id, payment_id=locked.id)
     log.info("refund requested", extra={"refund_id": refund.id, "payment_id": locked.id, "amount_fen": amount_fen})
@@ -211,18 +285,84 @@ def submit_refund(*, refund_id: int) -> None:
         log.warning("refund submit timed out; retried later", extra={"refund_id": refund.id})
         raise
     except ProviderRefused as exc:
-        with transaction.atomic():
-            failed = Refund.objects.filter(id=refund.id, state=Refund.State.PROCESSING).update(
-                state=Refund.State.FAILED
-            )
-            if failed:
-                emit("refund.failed", refund_id=refund.id, payment_id=payment.id, error=str(exc)[:200])
-        log.error(
-            "refund refused by provider; an operator must handle it",
-            extra={"refund_id": refund.id, "payment_id": payment.id, "error": str(exc)},
-        )
+        _fail_refund(refund, error=str(exc))
         return
     log.info("refund submitted", extra={"refund_id": refund.id, "provider_state": answer.state})
+
+
+def poll_processing_refunds(*, limit: int = 100) -> int:
+    """The poller for lost refund notifications: ask the provider about every PROCESSING refund that
+    is due (a minute after it was requested, then with back-off). SUCCESS settles it exactly as the
+    notification would; a refund the provider never received is submitted again (same number);
+    ABNORMAL fails it for the operators. Returns how many were asked."""
+    now = clock.now()
+    due = list(
+        Refund.objects.select_related("payment")
+        .filter(state=Refund.State.PROCESSING, next_query_at__lte=now)
+        .order_by("next_query_at")[:limit]
+    )
+    for refund in due:
+        try:
+            status = provider(refund.payment.provider).query_refund(refund.refund_no)
+        except ProviderRefused:
+            status = None  # never arrived: send it again below
+        except ProviderTimeout:
+            status = RefundStatus(refund.refund_no, "PROCESSING", refund.amount_fen)
+        if status is not None and status.state == "SUCCESS":
+            if status.amount_fen == refund.amount_fen:
+                with transaction.atomic():
+                    _settle_refund(refund_id=refund.id)
+                continue
+            log.error("refund amount differs at the provider", extra={"refund_id": refund.id})
+        elif status is not None and status.state == "ABNORMAL":
+            _fail_refund(refund, error="ABNORMAL: the bank rejected the refund")
+            continue
+        elif status is None:
+            try:
+                submit_refund(refund_id=refund.id)
+            except ProviderTimeout:  # asked again at the next query
+                log.warning("refund resubmit timed out", extra={"refund_id": refund.id})
+        queries = refund.queries + 1
+        wait = min(FIRST_POLL * 2 ** (queries - 1), MAX_REFUND_QUERY_INTERVAL)
+        Refund.objects.filter(id=refund.id, state=Refund.State.PROCESSING).update(
+            queries=queries, next_query_at=now + wait
+        )
+    return len(due)
+
+
+def retry_refund(*, refund_no: str) -> Refund:
+    """An operator sends a FAILED refund again, with the same refund number (so the provider can
+    never pay it twice). Raises NotFound, or Conflict when it is not FAILED."""
+    refund = Refund.objects.filter(refund_no=refund_no).first()
+    if refund is None:
+        raise NotFound("退款单不存在", code="refund_not_found")
+    with transaction.atomic():
+        moved = Refund.objects.filter(id=refund.id, state=Refund.State.FAILED).update(
+            state=Refund.State.PROCESSING, next_query_at=clock.now() + FIRST_POLL, queries=0, last_error=""
+        )
+        if not moved:
+            raise Conflict("只有退款失败的退款单可以重试", code="refund_not_failed")
+        emit("refund.requested", refund_id=refund.id, payment_id=refund.payment_id)
+    log.info("refund retried by an operator", extra={"refund_id": refund.id})
+    try:
+        submit_refund(refund_id=refund.id)
+    except ProviderTimeout:
+        log.warning("refund retry timed out; the worker sends it again", extra={"refund_id": refund.id})
+    refund.refresh_from_db()
+    return refund
+
+
+def _fail_refund(refund: Refund, *, error: str) -> None:
+    with transaction.atomic():
+        failed = Refund.objects.filter(id=refund.id, state=Refund.State.PROCESSING).update(
+            state=Refund.State.FAILED, last_error=error[:200]
+        )
+        if failed:
+            emit("refund.failed", refund_id=refund.id, payment_id=refund.payment_id, error=error[:200])
+    log.error(
+        "refund refused by provider; an operator must handle it",
+        extra={"refund_id": refund.id, "payment_id": refund.payment_id, "error": error},
+    )
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -248,10 +388,22 @@ def _record_refund_succeeded(*, provider_name: str, note: Notification) -> Recor
         raise BadNotification("unknown out_refund_no")
     if note.amount_fen != refund.amount_fen:
         raise BadNotification("refund amount does not match")
-    # FAILED too: the provider's word on where the money is wins over our earlier reading.
+    newly = _settle_refund(refund_id=refund.id)
+    return RecordedNotification(
+        kind="refund", payment_id=refund.payment_id, refund_id=refund.id, newly_settled=bool(newly)
+    )
+
+
+def _settle_refund(*, refund_id: int) -> bool:
+    """PROCESSING or FAILED → SUCCEEDED once, adding to the payment's refunded amount, with its
+    "refund.succeeded" event; call inside the recording transaction. FAILED too: the provider's word
+    on where the money is wins over our earlier reading. Locks the payment before the refund (the
+    lock order in docs/operations.md)."""
+    refund = Refund.objects.get(id=refund_id)
+    Payment.objects.select_for_update().filter(id=refund.payment_id).first()
     newly = Refund.objects.filter(
         id=refund.id, state__in=[Refund.State.PROCESSING, Refund.State.FAILED]
-    ).update(state=Refund.State.SUCCEEDED, succeeded_at=clock.now())
+    ).update(state=Refund.State.SUCCEEDED, succeeded_at=clock.now(), next_query_at=None)
     if newly:
         counted = Payment.objects.filter(
             id=refund.payment_id, refunded_fen__lte=F("amount_fen") - refund.amount_fen
@@ -261,9 +413,7 @@ def _record_refund_succeeded(*, provider_name: str, note: Notification) -> Recor
             raise RefundExceedsPayment(f"refund {refund.id} exceeds payment {refund.payment_id}")
         emit("refund.succeeded", refund_id=refund.id, payment_id=refund.payment_id)
         log.info("refund succeeded", extra={"refund_id": refund.id, "payment_id": refund.payment_id})
-    return RecordedNotification(
-        kind="refund", payment_id=refund.payment_id, refund_id=refund.id, newly_settled=bool(newly)
-    )
+    return bool(newly)
 
 
 def _mark_paid(*, payment_id: int, transaction_id: str) -> bool:
@@ -272,7 +422,9 @@ def _mark_paid(*, payment_id: int, transaction_id: str) -> bool:
     with transaction.atomic():
         updated = Payment.objects.filter(
             id=payment_id, state__in=[Payment.State.CREATED, Payment.State.CLOSED]
-        ).update(state=Payment.State.PAID, paid_at=clock.now(), provider_trade_no=transaction_id)
+        ).update(
+            state=Payment.State.PAID, paid_at=clock.now(), provider_trade_no=transaction_id, next_poll_at=None
+        )
         if updated:
             emit("payment.paid", payment_id=payment_id)
     if updated:
@@ -295,8 +447,10 @@ def _close_or_settle(payment: Payment) -> bool:
         except ProviderTimeout as exc:
             raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
         except ProviderRefused:
-            # Neither closable nor known: keep it CREATED, so a late notification can still settle it.
-            log.warning("order neither closable nor found", extra={"payment_id": payment.id})
+            # The provider knows no such order (its opening never arrived): nothing can be paid on
+            # it. A notification arriving all the same still settles it (CLOSED → PAID).
+            log.warning("order neither closable nor found; marked closed", extra={"payment_id": payment.id})
+            Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(state=Payment.State.CLOSED)
             return True
         if status.state == "SUCCESS":
             _settle_from_query(payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id)
@@ -304,7 +458,9 @@ def _close_or_settle(payment: Payment) -> bool:
         if status.state != "CLOSED":
             log.warning("provider refused to close an unpaid order", extra={"payment_id": payment.id})
             return True
-    Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(state=Payment.State.CLOSED)
+    Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(
+        state=Payment.State.CLOSED, next_poll_at=None
+    )
     return True
 
 

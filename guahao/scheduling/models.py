@@ -35,6 +35,11 @@ class ReleaseRule(models.Model):
     )
     max_live_holds_per_account = models.PositiveSmallIntegerField("每账号同时锁号上限", default=2)
     max_holds_per_day_per_account = models.PositiveSmallIntegerField("每账号每日锁号上限", default=6)
+    register_cutoff_minutes = models.PositiveSmallIntegerField(
+        "挂号结果确认截止（就诊前分钟数）",
+        default=60,
+        help_text="已支付但医院系统未确认挂号时，最迟在就诊时段开始前多少分钟放弃并自动退款",
+    )
 
     class Meta:
         verbose_name = verbose_name_plural = "放号规则"
@@ -74,6 +79,7 @@ class Session(models.Model):
     capacity = models.PositiveIntegerField("线上号源数")
     status = models.CharField("状态", max_length=10, choices=Status.choices, default=Status.OPEN)
     suspend_reason = models.CharField("停诊原因", max_length=100, blank=True)
+    suspended_at = models.DateTimeField("停诊时间", null=True, blank=True)
     location = models.CharField("就诊地点", max_length=100, blank=True)
 
     class Meta:

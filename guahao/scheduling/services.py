@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from guahao import clock
 from guahao.catalog.models import Department, Doctor
@@ -93,6 +93,21 @@ def create_session(
     return session
 
 
+def lock_session_status(session_id: int) -> str:
+    """The session's status, read under a shared row lock held to the end of the caller's
+    transaction. 停诊 updates that row, so it waits for every booking write that has read "open"
+    this way, and every such write that comes after it reads "suspended": a cross-row check that
+    the other side cannot slip past. Shared, so concurrent bookings in one session do not queue on
+    each other. (SQLite has one writer at a time: a plain read inside the transaction suffices.)"""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("lock_session_status must run inside a transaction")
+    with connection.cursor() as cursor:
+        lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+        cursor.execute(f"SELECT status FROM scheduling_session WHERE id = %s{lock}", [session_id])
+        row = cursor.fetchone()
+    return row[0] if row else Session.Status.SUSPENDED
+
+
 @transaction.atomic
 def suspend_session(*, session: Session, reason: str) -> Session:
     """停诊: the session stops taking bookings at once (check_bookable refuses it). Emits
@@ -102,11 +117,11 @@ def suspend_session(*, session: Session, reason: str) -> Session:
     if not reason:
         raise InvalidInput("请填写停诊原因", code="suspend_reason_required")
     changed = Session.objects.filter(id=session.id, status=Session.Status.OPEN).update(
-        status=Session.Status.SUSPENDED, suspend_reason=reason[:100]
+        status=Session.Status.SUSPENDED, suspend_reason=reason[:100], suspended_at=clock.now()
     )
     if changed:
         outbox.emit("session.suspended", session_id=session.id, reason=reason[:100])
-    session.refresh_from_db(fields=["status", "suspend_reason"])
+    session.refresh_from_db(fields=["status", "suspend_reason", "suspended_at"])
     return session
 
 

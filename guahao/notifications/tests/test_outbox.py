@@ -19,13 +19,39 @@ def test_a_claimed_event_is_not_claimed_again_until_its_lease_runs_out():
 
 @pytest.mark.django_db
 def test_a_failed_event_backs_off_and_keeps_its_error():
-    event = services.emit("payment.paid", payment_id=1)
-    services.mark_failed(event, "HisTimeout: no answer")
+    services.emit("payment.paid", payment_id=1)
+    event = services.claim_next()
+    assert services.mark_failed(event, "HisTimeout: no answer")
     event.refresh_from_db()
     assert event.attempts == 1 and event.last_error.startswith("HisTimeout")
     assert services.claim_events(worker_id="a") == []
     with clock.travel(dt.timedelta(seconds=31)):
         assert [e.id for e in services.claim_events(worker_id="a")] == [event.id]
+
+
+@pytest.mark.django_db
+def test_only_the_holder_of_a_live_claim_completes_an_event():
+    services.emit("payment.paid", payment_id=1)
+    first = services.claim_next()
+    with clock.travel(dt.timedelta(seconds=61)):
+        # The first worker's claim lapsed (its handling was slow): a second worker takes over.
+        second = services.claim_next()
+        assert second.id == first.id and second.claim_token != first.claim_token
+        assert not services.mark_done(first)
+        assert not services.mark_failed(first, "late")
+        assert services.mark_done(second)
+    event = OutboxEvent.objects.get(id=first.id)
+    assert event.processed_at is not None and event.attempts == 0
+
+
+@pytest.mark.django_db
+def test_a_claim_never_completes_an_event_that_another_claim_holds():
+    services.emit("payment.paid", payment_id=1)
+    event = services.claim_next()
+    stale = OutboxEvent.objects.get(id=event.id)
+    stale.claim_token = "someone-else"
+    assert not services.mark_done(stale)
+    assert services.mark_done(event)
 
 
 @pytest.mark.django_db(transaction=True)

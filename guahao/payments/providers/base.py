@@ -4,6 +4,7 @@ answer; the request may have taken effect), BadNotification (signature, age, rep
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +32,8 @@ class OrderRequest:
     description: str
     channel: str
     notify_url: str
+    # time_expire: the provider refuses to take money after this, and closes the order.
+    expires_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class TradeStatus:
 @dataclass(frozen=True)
 class RefundStatus:
     out_refund_no: str
-    state: str  # PROCESSING / SUCCESS
+    state: str  # PROCESSING / SUCCESS / ABNORMAL (the bank rejected it: an operator must act)
     amount_fen: int
 
 
@@ -81,7 +84,9 @@ class PaymentProvider(Protocol):
         """Idempotent by out_refund_no: the same number twice is one refund."""
         ...
 
-    def query_refund(self, out_refund_no: str) -> RefundStatus: ...
+    def query_refund(self, out_refund_no: str) -> RefundStatus:
+        """ProviderRefused when the provider has no such refund (the request never arrived)."""
+        ...
 
     def parse_notification(self, *, headers: dict[str, str], body: bytes) -> Notification:
         """Verify signature, timestamp age and replay; raise BadNotification otherwise."""

@@ -109,6 +109,7 @@ class SandboxProvider:
                     "notify_url": request.notify_url,
                     "state": SandboxTrade.State.NOTPAY,
                     "created_at": clock.now(),
+                    "expires_at": request.expires_at,
                 },
             )
         if not created:
@@ -129,7 +130,7 @@ class SandboxProvider:
         )
 
     def query_order(self, out_trade_no: str) -> TradeStatus:
-        return _status(_trade(out_trade_no))
+        return _status(_close_if_expired(_trade(out_trade_no)))
 
     def close_order(self, out_trade_no: str) -> None:
         """Closing a closed or never-created order is fine; closing a paid one is refused."""
@@ -207,6 +208,10 @@ class SandboxProvider:
         refund = SandboxRefund.objects.filter(out_refund_no=out_refund_no).first()
         if refund is None:
             raise ProviderRefused("RESOURCE_NOT_EXISTS: no such refund")
+        if refund.state == SandboxRefund.State.PROCESSING and refund.created_at + REFUND_DELAY <= clock.now():
+            # The bank finishes a refund on its own time, whether or not the notification arrives.
+            _finish_refund(refund)
+            refund.refresh_from_db()
         return _refund_status(refund)
 
     def parse_notification(self, *, headers: dict[str, str], body: bytes) -> Notification:
@@ -241,7 +246,7 @@ def pay(out_trade_no: str, *, succeed: bool = True) -> TradeStatus:
     TRANSACTION.SUCCESS notification; a simulated failure (a declined card) changes nothing, so
     the patient may try again. Raises TradeNotFound, or TradeClosed for a closed order."""
     with transaction.atomic():
-        trade = _trade(out_trade_no)
+        trade = _close_if_expired(_trade(out_trade_no))
         if trade.state == SandboxTrade.State.CLOSED:
             raise TradeClosed("ORDER_CLOSED: order already closed")
         if not succeed or trade.state == SandboxTrade.State.SUCCESS:
@@ -338,12 +343,26 @@ def http_send(url: str, headers: dict[str, str], body: bytes) -> int:
         return exc.code
 
 
-def _deliver(notification: SandboxNotification, send: Sender) -> bool:
-    if notification.refund_id is not None:
-        # The bank has finished the refund by the time its notification goes out.
-        SandboxRefund.objects.filter(id=notification.refund_id, state=SandboxRefund.State.PROCESSING).update(
-            state=SandboxRefund.State.SUCCESS, succeeded_at=clock.now()
+def _finish_refund(refund: SandboxRefund) -> None:
+    SandboxRefund.objects.filter(id=refund.id, state=SandboxRefund.State.PROCESSING).update(
+        state=SandboxRefund.State.SUCCESS, succeeded_at=clock.now()
+    )
+
+
+def _close_if_expired(trade: SandboxTrade) -> SandboxTrade:
+    """An unpaid order past its time_expire is closed, as the provider closes it by itself."""
+    if trade.state == SandboxTrade.State.NOTPAY and trade.expires_at is not None and trade.expires_at <= clock.now():
+        SandboxTrade.objects.filter(id=trade.id, state=SandboxTrade.State.NOTPAY).update(
+            state=SandboxTrade.State.CLOSED
         )
+        trade.refresh_from_db()
+    return trade
+
+
+def _deliver(notification: SandboxNotification, send: Sender) -> bool:
+    if notification.refund is not None:
+        # The bank has finished the refund by the time its notification goes out.
+        _finish_refund(notification.refund)
     status: int | None
     try:
         status = send(*signed_delivery(notification))

@@ -15,21 +15,26 @@ from guahao.booking.models import Hold
 from guahao.booking.states import HoldState
 from guahao.payments.models import Payment, SandboxNotification
 from guahao.payments.providers import sandbox
+from guahao.scheduling.models import Slot
 from guahao.testing import make_account, make_department, make_hospital, make_session
 
 NOTIFY_PATH = "/api/v1/payments/notify/sandbox"
 
 
 def make_hold(*, fee_fen: int = 1000, channel: str = Hold.Channel.WECHAT) -> Hold:
+    """A hold as booking leaves it when it opens a payment order: PAYING, its slot claimed."""
     hospital = make_hospital(name="测试人民医院")
     session = make_session(make_department(hospital, name="心血管内科"), fee_fen=fee_fen)
     now = clock.now()
+    expires_at = now + dt.timedelta(minutes=10)
+    slot = session.slots.first()
+    Slot.objects.filter(id=slot.id).update(state=Slot.State.HELD, held_until=expires_at)
     return Hold.objects.create(
         account=make_account(),
-        slot=session.slots.first(),
+        slot=slot,
         session=session,
-        state=HoldState.HELD,
-        expires_at=now + dt.timedelta(minutes=10),
+        state=HoldState.PAYING,
+        expires_at=expires_at,
         fee_fen=fee_fen,
         created_at=now,
         updated_at=now,

@@ -1,0 +1,385 @@
+"""Holding a slot and the lock period: hold, confirm, pay, release, expiry and the tidy-up of a
+hold that is over."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import connection
+from django.db.models import Q
+
+from guahao import clock
+from guahao.booking import selectors
+from guahao.booking.models import Hold
+from guahao.booking.services.common import (
+    CLAIMABLE,
+    free_slot,
+    his,
+    lock_slot,
+    log,
+    service_phone_hint,
+)
+from guahao.booking.states import HoldState, hold_sources
+from guahao.catalog.selectors import pending_notices
+from guahao.db import atomic_retry
+from guahao.errors import (
+    Conflict,
+    Forbidden,
+    GuahaoError,
+    InvalidInput,
+    NotFound,
+    UpstreamUnavailable,
+)
+from guahao.his.base import HisRefused, HisTimeout, LockRequest
+from guahao.notifications.services import emit
+from guahao.patients.models import Account
+from guahao.patients.selectors import get_patient_for_account
+from guahao.payments import selectors as payment_selectors
+from guahao.payments import services as payments
+from guahao.payments.models import Payment
+from guahao.payments.providers.base import PayParams
+from guahao.policies.selectors import active_restriction
+from guahao.scheduling.models import Session, Slot
+from guahao.scheduling.selectors import check_bookable, free_slot_q, get_session
+from guahao.scheduling.services import lock_session_status
+
+
+def _claim_slot_by_id(*, slot_id: int, session_id: int, now: dt.datetime, until: dt.datetime) -> int | None:
+    claimed = (
+        Slot.objects.filter(free_slot_q(now), id=slot_id, session_id=session_id)
+        .update(state=Slot.State.HELD, held_until=until)
+    )
+    return slot_id if claimed else None
+
+
+# The free condition spells out scheduling.selectors.free_slot_q in SQL (RETURNING needs raw SQL);
+# test_holds covers both paths on expired claims, so the two cannot drift apart unnoticed.
+_CLAIM_IN_WINDOW = """
+UPDATE scheduling_slot SET state = 'held', held_until = %(until)s
+WHERE id = (
+    SELECT id FROM scheduling_slot
+    WHERE session_id = %(session)s AND window_start = %(window)s
+      AND (state = 'free' OR (state = 'held' AND held_until <= %(now)s))
+    ORDER BY seq LIMIT 1 {lock}
+) AND (state = 'free' OR (state = 'held' AND held_until <= %(now)s))
+RETURNING id
+"""
+
+
+def _claim_slot_in_window(*, session_id: int, window: dt.datetime, now: dt.datetime, until: dt.datetime) -> int | None:
+    """Claim the first free number in a time window with one statement. On PostgreSQL, SKIP LOCKED
+    sends concurrent claimants to different rows instead of queueing them on the same one; SQLite
+    has one writer at a time, so the statement is atomic there as it stands."""
+    lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_IN_WINDOW.format(lock=lock),
+            {
+                "until": connection.ops.adapt_datetimefield_value(until),
+                "session": session_id,
+                "window": connection.ops.adapt_datetimefield_value(window),
+                "now": connection.ops.adapt_datetimefield_value(now),
+            },
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def hold_slot(
+    *,
+    account: Account,
+    slot_id: int | None = None,
+    session_id: int | None = None,
+    window_start: dt.datetime | None = None,
+) -> Hold:
+    """Claim one slot for the account: a given slot, or the first free one in a session's time
+    window. Guarantees at most one live hold per slot, and none in a session suspended before the
+    claim commits (its status is read under the session's shared lock). A loser of a release burst
+    is answered from reads alone (no write transaction); the conditional UPDATE decides between the
+    rest. The HIS lock follows; if the HIS refuses or does not answer, the claim is undone and the
+    HIS lock released by an outbox job (a timed-out lock may have been taken)."""
+    now = clock.now()
+    # One light read first: most of a release burst asks for numbers that are already gone, and
+    # those requests are answered here, before anything heavier (a number not yet released or in
+    # a suspended session is still free, so it goes on to the session checks below).
+    if slot_id is not None:
+        found = Slot.objects.filter(id=slot_id).values_list("session_id", free_slot_q(now)).first()
+        if found is None:
+            raise NotFound("号源不存在", code="slot_not_found")
+        session_id, free = found
+        if not free:
+            raise _slot_taken()
+    elif session_id is None or window_start is None:
+        raise InvalidInput("请提供号源 slot_id，或排班 session_id 与时段开始时间 window_start", code="slot_required")
+    elif not Slot.objects.filter(free_slot_q(now), session_id=session_id, window_start=window_start).exists():
+        raise _window_refusal(session_id=session_id, window_start=window_start)
+    session = get_session(session_id)  # fresh from the database, so its status is current
+    rule = check_bookable(session, now=now, status_is_fresh=True)
+    until = now + dt.timedelta(minutes=rule.lock_minutes)
+
+    def claim() -> Hold:
+        if lock_session_status(session.id) != Session.Status.OPEN:
+            raise Conflict("该时段已停诊，请选择其他日期或医生", code="session_suspended")
+        if slot_id is not None:
+            claimed = _claim_slot_by_id(slot_id=slot_id, session_id=session.id, now=now, until=until)
+        else:
+            claimed = _claim_slot_in_window(session_id=session.id, window=window_start, now=now, until=until)
+        if claimed is None:
+            raise _slot_taken() if slot_id is not None else _window_refusal(session_id=session.id, window_start=window_start)
+        # A hold that lapsed without a sweeper still says HELD/PAYING: close it so the partial
+        # unique index admits the new one, and let the outbox tidy up after it.
+        for lapsed_id in Hold.objects.filter(slot_id=claimed, state__in=CLAIMABLE, expires_at__lte=now).values_list("id", flat=True):
+            if Hold.objects.filter(
+                id=lapsed_id, state__in=hold_sources(HoldState.EXPIRED, *CLAIMABLE), expires_at__lte=now
+            ).update(state=HoldState.EXPIRED, updated_at=now):
+                emit("hold.expired", hold_id=lapsed_id)
+        _enforce_hold_caps(account=account, rule=rule, now=now)
+        hold = Hold.objects.create(
+            account=account,
+            slot_id=claimed,
+            session=session,
+            state=HoldState.HELD,
+            expires_at=until,
+            fee_fen=session.fee_fen,
+            created_at=now,
+            updated_at=now,
+        )
+        emit("hold.created", hold_id=hold.id)
+        return hold
+
+    hold = atomic_retry(claim)
+    hold.slot = Slot.objects.get(id=hold.slot_id)
+    hold.session = session
+    _lock_in_his(hold=hold)
+    return hold
+
+
+def _slot_taken() -> Conflict:
+    return Conflict("该号源已被他人锁定或预约，请选择其他号源", code="slot_taken")
+
+
+def _window_refusal(*, session_id: int, window_start: dt.datetime) -> GuahaoError:
+    if not Slot.objects.filter(session_id=session_id, window_start=window_start).exists():
+        return NotFound("该排班没有这个就诊时段", code="window_not_found")
+    return Conflict("该时段号源已约满，请选择其他时段", code="window_full")
+
+
+def _enforce_hold_caps(*, account: Account, rule, now: dt.datetime) -> None:
+    """Per-account caps, counted under a lock on the account row so that one account's parallel
+    requests cannot slip past them together (SQLite's write lock already serialises)."""
+    Account.objects.select_for_update().filter(id=account.id).first()
+    live, today = selectors.hold_counts(account=account, now=now)
+    if live >= rule.max_live_holds_per_account:
+        raise Conflict(
+            f"您已有 {rule.max_live_holds_per_account} 个待支付的锁号，请先完成支付或取消后再预约",
+            code="live_hold_limit",
+        )
+    if today >= rule.max_holds_per_day_per_account:
+        raise Conflict(
+            f"今日锁号次数已达上限（{rule.max_holds_per_day_per_account} 次），请明天再试",
+            code="daily_hold_limit",
+        )
+
+
+def _lock_in_his(*, hold: Hold) -> None:
+    session, slot = hold.session, hold.slot
+    request = LockRequest(
+        hold_id=hold.id,
+        session_code=session.his_code,
+        slot_code=slot.his_code,
+        slot_seq=slot.seq,
+        expires_at=hold.expires_at,
+    )
+    try:
+        lock_id = his().lock_slot(request)
+    except HisRefused as exc:
+        _undo_claim(hold=hold, reason=f"his_refused:{exc.reason}")
+        raise Conflict("医院系统显示该号源已不可用，请刷新后重新选择", code="his_refused") from exc
+    except HisTimeout as exc:
+        # The lock may have succeeded with the reply lost: hold.failed's tidy-up releases it at the
+        # HIS by our hold id, retried until the HIS answers.
+        _undo_claim(hold=hold, reason="his_timeout")
+        raise UpstreamUnavailable(
+            "医院系统暂时无法响应，请刷新后重试" + service_phone_hint(session), code="his_timeout"
+        ) from exc
+    if lock_id:  # the local pool has no HIS lock to remember
+        Hold.objects.filter(id=hold.id).update(his_lock_id=lock_id)
+        hold.his_lock_id = lock_id
+
+
+def _undo_claim(*, hold: Hold, reason: str) -> None:
+    now = clock.now()
+
+    def undo() -> None:
+        lock_slot(hold.slot_id)
+        failed = Hold.objects.filter(id=hold.id, state__in=hold_sources(HoldState.FAILED, HoldState.HELD)).update(
+            state=HoldState.FAILED, updated_at=now
+        )
+        free_slot(slot_id=hold.slot_id, held_until=hold.expires_at)
+        if failed:
+            emit("hold.failed", hold_id=hold.id, reason=reason)
+
+    atomic_retry(undo)
+
+
+def _live_hold(*, account: Account, hold_id: int, now: dt.datetime) -> Hold:
+    hold = selectors.get_hold_for_account(account=account, hold_id=hold_id)
+    state = selectors.effective_state(hold, now)
+    if state == HoldState.EXPIRED:
+        raise _hold_expired()
+    if state not in CLAIMABLE:
+        raise Conflict(f"锁号单当前状态为「{state.label}」，不能进行此操作", code="hold_state_conflict")
+    return hold
+
+
+def _hold_expired() -> Conflict:
+    return Conflict("锁号已超时，号源已释放，请重新选择号源", code="hold_expired")
+
+
+def confirm_hold(*, account: Account, hold_id: int, patient_id: int, channel: str, insurance: bool) -> Hold:
+    """Attach the visiting patient and payment choice to a live hold. The patient must have
+    acknowledged the hospital's current notices and must not be under a booking restriction. Once
+    a payment order is open (PAYING) the visiting patient is fixed; the channel may still change
+    for the next order."""
+    now = clock.now()
+    hold = _live_hold(account=account, hold_id=hold_id, now=now)
+    if channel not in Hold.Channel.values:
+        raise InvalidInput("支付渠道（channel）应为 wechat、alipay 或 unionpay", code="invalid_channel")
+    patient = get_patient_for_account(account=account, patient_id=patient_id)
+    hospital = hold.session.hospital
+    pending = pending_notices(account=account, hospital=hospital)
+    if pending:
+        raise Conflict(
+            f"请先阅读并确认《{pending[0].title}》",
+            code="notice_not_acknowledged",
+            notice_ids=[n.id for n in pending],
+        )
+    restriction = active_restriction(hospital=hospital, patient_index=patient.id_index, today=clock.today())
+    if restriction is not None:
+        raise Forbidden(
+            f"该就诊人因「{restriction.reason}」被限制预约至 {restriction.until:%Y年%m月%d日}",
+            code="patient_restricted",
+        )
+    if selectors.patient_has_booking_in_session(patient_id=patient.id, session_id=hold.session_id, exclude_hold_id=hold.id):
+        raise Conflict("该就诊人已预约本次出诊，请勿重复挂号", code="duplicate_booking")
+    # The condition on the row itself: any patient while HELD, the same one once PAYING.
+    unchanged_patient = Q(state=HoldState.HELD) | Q(state=HoldState.PAYING, patient_id=patient.id)
+    updated = atomic_retry(
+        lambda: Hold.objects.filter(unchanged_patient, id=hold.id, expires_at__gt=now).update(
+            patient=patient, channel=channel, insurance=insurance, updated_at=now
+        )
+    )
+    if not updated:
+        current = Hold.objects.get(id=hold.id)
+        if selectors.effective_state(current, now) == HoldState.PAYING:
+            raise Conflict(
+                "已发起支付，不能更换就诊人；如需更换，请取消本次锁号后重新预约", code="patient_fixed_after_payment"
+            )
+        raise _hold_expired()
+    return selectors.get_hold_for_account(account=account, hold_id=hold.id)
+
+
+def pay_hold(*, account: Account, hold_id: int) -> tuple[Payment, PayParams]:
+    """Open a payment order for a confirmed, live hold. May be called again after a failed payment
+    while the hold lives (the earlier order is closed first); at most one order is open at a time,
+    and none while a payment of this hold is paid but not yet settled."""
+    now = clock.now()
+    hold = _live_hold(account=account, hold_id=hold_id, now=now)
+    if hold.patient_id is None or not hold.channel:
+        raise Conflict("请先选择就诊人和支付方式", code="hold_not_confirmed")
+    if payment_selectors.paid_awaiting_settlement(hold_id=hold.id):
+        raise Conflict("您已完成支付，正在为您办理挂号，请稍后刷新查看", code="payment_already_paid")
+
+    def start_paying() -> int:
+        moved = Hold.objects.filter(
+            id=hold.id, state__in=hold_sources(HoldState.PAYING, *CLAIMABLE), expires_at__gt=now
+        ).update(state=HoldState.PAYING, updated_at=now)
+        if moved and hold.state == HoldState.HELD:
+            emit("hold.paying", hold_id=hold.id)
+        return moved
+
+    if not atomic_retry(start_paying):
+        raise _hold_expired()
+    hold.state = HoldState.PAYING
+    return payments.start_payment(hold=hold)
+
+
+def check_payment(*, account: Account, hold_id: int) -> Hold:
+    """The patient's "我已支付": ask the provider about the hold's open orders at once and settle a
+    paid one exactly as its notification would. Raises UpstreamUnavailable when the provider does
+    not answer."""
+    from guahao.booking.services.settle import complete_paid_hold
+
+    hold = selectors.get_hold_for_account(account=account, hold_id=hold_id)
+    for payment in payment_selectors.payments_of_hold(hold.id).filter(state=Payment.State.CREATED, opened_at__isnull=False):
+        payments.refresh_payment(payment_id=payment.id)
+    for payment_id in payment_selectors.paid_unsettled_ids(hold_id=hold.id, winner_id=hold.payment_id):
+        complete_paid_hold(payment_id=payment_id)
+    return selectors.get_hold_for_account(account=account, hold_id=hold.id)
+
+
+def release_hold(*, account: Account, hold_id: int) -> Hold:
+    """The patient gives the slot back before paying. Open orders are closed and the HIS lock
+    released by the outbox (hold.released)."""
+    now = clock.now()
+    hold = _live_hold(account=account, hold_id=hold_id, now=now)
+
+    def release() -> None:
+        lock_slot(hold.slot_id)
+        released = Hold.objects.filter(
+            id=hold.id, state__in=hold_sources(HoldState.RELEASED, *CLAIMABLE), expires_at__gt=now
+        ).update(state=HoldState.RELEASED, updated_at=now)
+        if not released:
+            raise Conflict("锁号状态已变化，请刷新后查看", code="hold_state_conflict")
+        free_slot(slot_id=hold.slot_id, held_until=hold.expires_at)
+        emit("hold.released", hold_id=hold.id)
+
+    atomic_retry(release)
+    tidy_dead_hold(hold_id=hold.id, at_once=True)
+    return selectors.get_hold_for_account(account=account, hold_id=hold.id)
+
+
+def expire_holds(*, limit: int = 500) -> int:
+    """Sweeper: write EXPIRED on lapsed holds; the hold.expired event tidies up after them.
+    Correctness never waits for this (a lapsed claim is free in the claim statement itself)."""
+    now = clock.now()
+    lapsed = list(Hold.objects.filter(state__in=CLAIMABLE, expires_at__lte=now).order_by("id")[:limit])
+    done = 0
+    for hold in lapsed:
+
+        def expire(hold: Hold = hold) -> int:
+            lock_slot(hold.slot_id)
+            moved = Hold.objects.filter(
+                id=hold.id, state__in=hold_sources(HoldState.EXPIRED, *CLAIMABLE), expires_at__lte=now
+            ).update(state=HoldState.EXPIRED, updated_at=now)
+            if moved:
+                free_slot(slot_id=hold.slot_id, held_until=hold.expires_at)
+                emit("hold.expired", hold_id=hold.id)
+            return moved
+
+        done += atomic_retry(expire)
+    return done
+
+
+def tidy_dead_hold(*, hold_id: int, at_once: bool = False) -> None:
+    """Close the open payment orders of a hold that is over and release its HIS lock (named by our
+    hold id, so a lock whose reply was lost is released too). The handler of hold.released,
+    hold.expired and hold.failed: it raises when the provider or the HIS does not answer, and the
+    outbox tries again until it is done. A payment that still arrives is refunded on settlement.
+    `at_once`: a head start right after the patient's own request, never raising."""
+    hold = Hold.objects.select_related("slot").get(id=hold_id)
+    if selectors.effective_state(hold) in (*CLAIMABLE, HoldState.REGISTERING, HoldState.SUCCEEDED):
+        return  # not over: nothing to tidy
+    try:
+        try:
+            payments.close_open_orders(hold_id=hold.id)
+        except Conflict as exc:
+            if exc.code != "payment_already_paid":  # paid meanwhile: settled, then refunded
+                raise
+        his().release_slot(hold_id=hold.id, his_lock_id=hold.his_lock_id, slot_code=hold.slot.his_code)
+    except HisRefused as exc:
+        log.warning("his refused to release a lock", extra={"hold_id": hold.id, "reason": exc.reason})
+    except (HisTimeout, UpstreamUnavailable, Conflict):
+        if not at_once:
+            raise
+        log.warning("tidy-up after a hold deferred to the worker", extra={"hold_id": hold.id})
