@@ -8,13 +8,22 @@ import os
 
 import pytest
 from django.conf import settings
+from django.db.backends.signals import connection_created
 
 from guahao.logs import JsonFormatter, MaskPersonalDataFilter
+from guahao.sqlguard import refuse_joined_state_updates
 
 TEST_LOG = settings.VAR_DIR / f"test-run{os.environ.get('GUAHAO_TEST_DB_SUFFIX', '')}.log"
 
 
+def _guard_connection(sender, connection, **kwargs) -> None:
+    if refuse_joined_state_updates not in connection.execute_wrappers:
+        connection.execute_wrappers.append(refuse_joined_state_updates)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # Every state-changing UPDATE in the whole run must be a compare-and-set on its own row.
+    connection_created.connect(_guard_connection, weak=False)
     handler = logging.FileHandler(TEST_LOG, mode="w", encoding="utf-8")
     handler.setFormatter(JsonFormatter())
     handler.addFilter(MaskPersonalDataFilter())

@@ -218,3 +218,4 @@ def run_worker() -> int:
     while (done := run_once(worker_id="test", send=client_send)) > 0:
         total += done
     return total
+

@@ -54,3 +54,35 @@ def loosen_caps(hospital: Hospital) -> None:
     ReleaseRule.objects.filter(hospital=hospital).update(
         max_live_holds_per_account=1000, max_holds_per_day_per_account=30000
     )
+
+
+@pytest.fixture
+def simulated_his(monkeypatch):
+    """An HIS with its own state that fails on demand (guahao.his.simulated), used by booking."""
+    from guahao.his import services as his_services
+    from guahao.his.simulated import SimulatedHis
+
+    his = SimulatedHis()
+    monkeypatch.setattr(his_services, "adapter", lambda: his)
+    return his
+
+
+def confirmed(world: World, account: Account, patient: Patient, *, seq: int = 1):
+    """A live hold on the session's number `seq`, confirmed for `patient` (not yet paying)."""
+    from guahao.booking import services
+
+    slot = world.session.slots.get(seq=seq)
+    hold = services.hold_slot(account=account, slot_id=slot.id)
+    return services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+
+
+def paid(world: World, account: Account, patient: Patient, *, seq: int = 1):
+    """A hold whose order the patient has paid at the provider, before any notification or worker
+    pass: (hold, payment)."""
+    from guahao.booking import services
+    from guahao.payments.providers import sandbox
+
+    hold = confirmed(world, account, patient, seq=seq)
+    payment, _ = services.pay_hold(account=account, hold_id=hold.id)
+    sandbox.pay(payment.out_trade_no)
+    return hold, payment

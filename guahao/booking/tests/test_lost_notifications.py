@@ -1,0 +1,234 @@
+"""Payment notifications that never arrive: a paid order still becomes a registration (the poller, or
+the patient's "我已支付" button), an order of a hold that is over is closed so it cannot be paid, and
+money that lands too late comes back exactly once. The sandbox's notifications are dropped by a
+callback that always answers 500, as an unreachable server would."""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urlsplit
+
+import pytest
+
+from guahao import clock
+from guahao.booking import services
+from guahao.booking.models import Hold, Registration
+from guahao.booking.states import HoldState, RegistrationStatus
+from guahao.notifications.models import OutboxEvent
+from guahao.patients.models import Account
+from guahao.payments import services as payments
+from guahao.payments.models import Payment, Refund, SandboxNotification, SandboxRefund, SandboxTrade
+from guahao.payments.providers import sandbox
+from guahao.payments.providers.base import PayParams, ProviderTimeout, TradeStatus
+from guahao.payments.providers.sandbox import SandboxProvider
+from guahao.testing import ApiClient, api_client, make_account, run_worker
+from guahao.worker import run_once
+
+PAST_FIRST_POLL = payments.FIRST_POLL + dt.timedelta(seconds=1)
+
+
+def unreachable(url: str, headers: dict[str, str], body: bytes) -> int:
+    """Our callback as the provider sees it while it is down: every delivery fails."""
+    return 500
+
+
+def run_worker_without_notifications() -> None:
+    """Worker passes until idle, every sandbox notification failing to arrive."""
+    for _ in range(50):
+        if run_once(worker_id="t", send=unreachable) == 0:
+            return
+    raise AssertionError("the worker never went idle")
+
+
+def paying(world, booker) -> tuple[Hold, Payment, PayParams]:
+    """The patient holds the first number, confirms a visiting patient and opens a payment order."""
+    account, patient = booker
+    hold = services.hold_slot(account=account, slot_id=world.session.slots.order_by("seq").first().id)
+    services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+    payment, params = services.pay_hold(account=account, hold_id=hold.id)
+    return hold, payment, params
+
+
+def cashier(params: PayParams):
+    """The patient taps 支付 on the provider's cashier page."""
+    return ApiClient().post(urlsplit(params.pay_url).path, {"result": "success"})
+
+
+def hold_seen_by(account: Account, hold: Hold) -> dict:
+    response = api_client(account).get(f"/api/v1/holds/{hold.id}")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def registrations_seen_by(account: Account) -> list[dict]:
+    response = api_client(account).get("/api/v1/registrations")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def undelivered(kind: str) -> bool:
+    return not SandboxNotification.objects.filter(kind=kind, delivered_at__isnull=False).exists()
+
+
+# --- a paid order still becomes a registration ---------------------------------------------------
+
+
+def test_a_paid_order_whose_notification_is_lost_is_registered_by_the_poller(world, booker):
+    account = booker[0]
+    hold, payment, params = paying(world, booker)
+    assert cashier(params).status_code == 200
+    run_worker_without_notifications()
+    assert hold_seen_by(account, hold)["state"] == "paying"  # we have not heard of the payment yet
+
+    with clock.travel(PAST_FIRST_POLL):
+        run_worker_without_notifications()
+        assert clock.now() < hold.expires_at  # well inside the lock period
+        seen = hold_seen_by(account, hold)
+        assert seen["state"] == "succeeded" and seen["registration_id"] is not None
+        [registration] = registrations_seen_by(account)
+        assert registration["id"] == seen["registration_id"] and registration["status"] == "booked"
+    assert Registration.objects.get(hold=hold).status == RegistrationStatus.BOOKED
+    assert not Refund.objects.exists()
+    assert undelivered(sandbox.TRANSACTION_SUCCESS)  # learned by the poller's query alone
+
+
+def test_i_have_paid_registers_a_paid_order_at_once_without_its_notification(world, booker):
+    account = booker[0]
+    hold, payment, params = paying(world, booker)
+    assert cashier(params).status_code == 200
+    SandboxNotification.objects.update(given_up_at=clock.now())  # never to be delivered
+
+    response = api_client(account).post(f"/api/v1/holds/{hold.id}/pay/check")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["state"] == "succeeded" and body["registration_id"] is not None
+    assert body["remaining_seconds"] == 0
+
+    # Pressing it again, and the worker's own passes, change nothing.
+    assert api_client(account).post(f"/api/v1/holds/{hold.id}/pay/check").json()["state"] == "succeeded"
+    with clock.travel(PAST_FIRST_POLL):
+        run_worker()
+    assert Registration.objects.filter(hold=hold).count() == 1
+    assert not Refund.objects.exists()
+    payment.refresh_from_db()
+    assert payment.state == Payment.State.PAID and payment.refunded_fen == 0
+
+
+def test_i_have_paid_on_another_accounts_hold_is_not_found(world, booker):
+    hold, payment, params = paying(world, booker)
+    assert cashier(params).status_code == 200
+    stranger = api_client(make_account())
+
+    response = stranger.post(f"/api/v1/holds/{hold.id}/pay/check")
+    assert response.status_code == 404
+    # Exactly what a hold that does not exist answers: nothing tells the stranger it is there.
+    assert response.json() == stranger.post("/api/v1/holds/99999999/pay/check").json()
+    assert response.json()["code"] == "hold_not_found"
+    payment.refresh_from_db()
+    assert payment.state == Payment.State.CREATED  # the stranger's request settled nothing
+
+
+class QueryTimesOut(SandboxProvider):
+    """The sandbox, except that order queries get no answer."""
+
+    def query_order(self, out_trade_no: str) -> TradeStatus:
+        raise ProviderTimeout("read timeout")
+
+
+def test_i_have_paid_while_the_provider_does_not_answer_is_503_in_chinese(world, booker, monkeypatch):
+    account = booker[0]
+    hold, payment, params = paying(world, booker)
+    assert cashier(params).status_code == 200
+
+    monkeypatch.setattr(payments, "provider", lambda name=None: QueryTimesOut())
+    response = api_client(account).post(f"/api/v1/holds/{hold.id}/pay/check")
+    assert response.status_code == 503
+    assert response.json() == {"code": "payment_unavailable", "message": "支付渠道暂时无法响应，请稍后重试"}
+    assert hold_seen_by(account, hold)["state"] == "paying"  # nothing decided on a non-answer
+
+    monkeypatch.setattr(payments, "provider", lambda name=None: SandboxProvider())
+    response = api_client(account).post(f"/api/v1/holds/{hold.id}/pay/check")  # the patient tries again
+    assert response.status_code == 200 and response.json()["state"] == "succeeded"
+
+
+# --- orders of a hold that is over -----------------------------------------------------------------
+
+
+def test_the_order_of_a_lapsed_hold_taken_by_the_next_patient_is_closed_and_cannot_be_paid(world, booker):
+    account = booker[0]
+    hold, payment, params = paying(world, booker)
+    with clock.travel(hold.expires_at - clock.now() + dt.timedelta(minutes=1)):
+        assert clock.now() < payment.expires_at  # the provider would still take the money
+        next_patient = services.hold_slot(account=make_account(), slot_id=hold.slot_id)
+        run_worker_without_notifications()
+
+        tidy = OutboxEvent.objects.get(topic="hold.expired", payload__hold_id=hold.id)
+        assert tidy.processed_at is not None and tidy.attempts == 0
+        payment.refresh_from_db()
+        assert payment.state == Payment.State.CLOSED
+        trade = SandboxTrade.objects.get(out_trade_no=payment.out_trade_no)
+        assert trade.state == SandboxTrade.State.CLOSED and trade.expires_at > clock.now()  # closed by us
+
+        with pytest.raises(sandbox.TradeClosed):
+            sandbox.pay(payment.out_trade_no)
+        late = cashier(params)
+        assert late.status_code == 409 and "订单已关闭" in late.json()["message"]
+        response = api_client(account).post(f"/api/v1/holds/{hold.id}/pay")
+        assert response.status_code == 409 and response.json()["code"] == "hold_expired"
+        assert hold_seen_by(account, hold)["state"] == "expired"
+        assert Hold.objects.get(id=next_patient.id).state == HoldState.HELD
+    assert not Registration.objects.filter(hold=hold).exists()
+    assert not Refund.objects.exists()  # no money was taken
+
+
+def test_money_paid_in_the_order_margin_after_the_hold_lapsed_comes_back_exactly_once(world, booker):
+    account = booker[0]
+    hold, payment, params = paying(world, booker)
+    lapsed = hold.expires_at - clock.now() + dt.timedelta(seconds=30)
+    with clock.travel(lapsed):
+        assert clock.now() < payment.expires_at
+        assert cashier(params).status_code == 200  # the patient pays a moment too late
+        # The sweeps expire the hold and the poller finds the payment by query; booking refunds it.
+        run_worker_without_notifications()
+        payment.refresh_from_db()
+        assert payment.state == Payment.State.PAID
+        refund = Refund.objects.get(payment=payment)
+        assert refund.state == Refund.State.PROCESSING and refund.reason == "锁号已超时，自动退款"
+        assert hold_seen_by(account, hold)["state"] == "expired"
+
+    with clock.travel(lapsed + PAST_FIRST_POLL):
+        run_worker_without_notifications()  # the refund's notification is lost too: the poller asks
+    refund.refresh_from_db()
+    payment.refresh_from_db()
+    assert refund.state == Refund.State.SUCCEEDED
+    assert payment.refunded_fen == payment.amount_fen == 2500
+    assert undelivered(sandbox.TRANSACTION_SUCCESS) and undelivered(sandbox.REFUND_SUCCESS)
+
+    # Our callback is back and the provider's re-sends finally arrive: nothing happens twice.
+    with clock.travel(lapsed + dt.timedelta(hours=1)):
+        run_worker()
+    assert not SandboxNotification.objects.filter(delivered_at__isnull=True, given_up_at__isnull=True).exists()
+    payment.refresh_from_db()
+    assert payment.refunded_fen == 2500
+    assert Refund.objects.filter(payment=payment).count() == 1
+    assert SandboxRefund.objects.filter(trade__out_trade_no=payment.out_trade_no).count() == 1
+    assert OutboxEvent.objects.filter(topic="payment.paid", payload__payment_id=payment.id).count() == 1
+    assert not Registration.objects.filter(hold=hold).exists()
+    assert registrations_seen_by(account) == []
+
+
+def test_a_sandbox_order_past_its_expiry_cannot_be_paid_and_is_reported_closed(world, booker):
+    account = booker[0]
+    hold, payment, params = paying(world, booker)
+    assert payment.expires_at == hold.expires_at + payments.ORDER_MARGIN
+    with clock.travel(payment.expires_at - clock.now() + dt.timedelta(seconds=1)):
+        with pytest.raises(sandbox.TradeClosed):
+            sandbox.pay(payment.out_trade_no)
+        assert cashier(params).status_code == 409
+        assert SandboxProvider().query_order(payment.out_trade_no).state == "CLOSED"
+        run_worker_without_notifications()
+        payment.refresh_from_db()
+        assert payment.state == Payment.State.CLOSED
+        assert hold_seen_by(account, hold)["state"] == "expired"
+    assert not SandboxNotification.objects.exists()  # nothing was paid, so nothing to announce
+    assert not Refund.objects.exists()
