@@ -9,11 +9,27 @@ import os
 import pytest
 from django.conf import settings
 from django.db.backends.signals import connection_created
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from guahao.logs import JsonFormatter, MaskPersonalDataFilter
 from guahao.sqlguard import refuse_joined_state_updates
 
 TEST_LOG = settings.VAR_DIR / f"test-run{os.environ.get('GUAHAO_TEST_DB_SUFFIX', '')}.log"
+
+
+# The model-based tests: 300 examples in `make test`; GUAHAO_HYPOTHESIS_PROFILE=long for a night run.
+hypothesis_settings.register_profile(
+    "default",
+    max_examples=300,
+    stateful_step_count=15,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+hypothesis_settings.register_profile("long", parent=hypothesis_settings.get_profile("default"), max_examples=5000, stateful_step_count=25)
+hypothesis_settings.register_profile("quick", parent=hypothesis_settings.get_profile("default"), max_examples=30)
+hypothesis_settings.load_profile(os.environ.get("GUAHAO_HYPOTHESIS_PROFILE", "default"))
 
 
 def _guard_connection(sender, connection, **kwargs) -> None:

@@ -64,7 +64,9 @@ OPENING_TIMEOUT = dt.timedelta(seconds=30)
 # The pollers ask the provider this long after an order opened or a refund was requested, then
 # back off (doubling) up to the maximum.
 FIRST_POLL = dt.timedelta(minutes=1)
-MAX_POLL_INTERVAL = dt.timedelta(minutes=4)
+MAX_POLL_INTERVAL = dt.timedelta(minutes=2)
+FINAL_POLL_INTERVAL = dt.timedelta(seconds=30)
+FINAL_POLL_LEAD = dt.timedelta(seconds=5)
 MAX_REFUND_QUERY_INTERVAL = dt.timedelta(hours=1)
 
 
@@ -189,11 +191,25 @@ def poll_open_payments(*, limit: int = 100) -> int:
         except UpstreamUnavailable:
             log.warning("payment poll: provider did not answer", extra={"payment_id": payment.id})
         polls = payment.polls + 1
-        wait = min(FIRST_POLL * 2 ** (polls - 1), MAX_POLL_INTERVAL)
-        # Never wait past the order's expiry: that is when it must be closed.
-        next_at = min(now + wait, max(payment.expires_at, now + FIRST_POLL))
-        Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(polls=polls, next_poll_at=next_at)
+        Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(
+            polls=polls, next_poll_at=_next_poll(payment, now=now, polls=polls)
+        )
     return len(due)
+
+
+def _next_poll(payment: Payment, *, now: dt.datetime, polls: int) -> dt.datetime:
+    """Back off while the hold has time left, but ask every FINAL_POLL_INTERVAL in its last minutes
+    and once just before it lapses, so money paid late in the lock still buys the registration;
+    after that, ask again when the order expires (and close it)."""
+    hold_expires_at = payment.expires_at - ORDER_MARGIN
+    wait = min(FIRST_POLL * 2 ** (polls - 1), MAX_POLL_INTERVAL)
+    if now < hold_expires_at - FINAL_POLL_LEAD:
+        if hold_expires_at - now <= 2 * MAX_POLL_INTERVAL:
+            wait = min(wait, FINAL_POLL_INTERVAL)
+        return min(now + wait, hold_expires_at - FINAL_POLL_LEAD)
+    if now < payment.expires_at:
+        return payment.expires_at
+    return now + FIRST_POLL  # past the order's expiry and not closed yet: try again
 
 
 def refresh_payment(*, payment_id: int) -> bool:

@@ -1,0 +1,354 @@
+"""A model-based test of the money paths: Hypothesis drives the real services (on SQLite and on
+PostgreSQL) through sequences of patient actions, provider and HIS behaviour, lost and duplicated
+messages, clock moves, workers and 停诊 that nobody wrote down by hand. After every step the
+invariants hold; at the end, once the clock has passed every deadline and the workers have
+drained, every paid payment is settled: registered or refunded in full, never both, never neither.
+
+Each example runs inside a savepoint that is rolled back afterwards, so examples never see each
+other's rows. Real thread concurrency is proven in test_races.py; here two workers interleave
+event by event.
+
+Profiles (guahao/conftest.py): 300 examples by default; GUAHAO_HYPOTHESIS_PROFILE=long runs 5,000.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+
+import pytest
+from django.db import transaction
+from django.db.models import Count, F, Q
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from guahao import clock
+from guahao.booking import services
+from guahao.booking.models import Hold, Registration
+from guahao.booking.states import ACTIVE_REGISTRATION_STATES, HoldState, RegistrationStatus
+from guahao.errors import GuahaoError
+from guahao.his import services as his_services
+from guahao.his.simulated import SimulatedHis
+from guahao.ledger import find_violations
+from guahao.notifications import services as outbox
+from guahao.payments import services as payments
+from guahao.payments.models import Payment, Refund, SandboxNotification
+from guahao.payments.providers import sandbox
+from guahao.payments.providers.faulty import FaultyProvider
+from guahao.scheduling.models import Session, Slot
+from guahao.scheduling.services import suspend_session
+from guahao.testing import client_send, make_account, make_session
+from guahao.worker import handle, run_once, run_sweeps
+
+from .conftest import loosen_caps, ready_to_book
+
+pytestmark = pytest.mark.django_db
+
+LIVE = (HoldState.HELD, HoldState.PAYING)
+CLOCK_STEPS = [dt.timedelta(seconds=s) for s in (20, 70, 5 * 60, 11 * 60, 3600)]
+HIS_FAULTS = ["refuse", "timeout", "lost_reply"]
+PROVIDER_FAULTS = ["refuse", "timeout", "lost_reply"]
+
+
+class _Context:
+    """What the outer test sets up once: the world, the simulated HIS and the faulty provider."""
+
+    hospital = None
+    department = None
+    doctor = None
+    his: SimulatedHis
+    provider: FaultyProvider
+
+
+def _swallow(call, *errors: type[BaseException]):
+    """Run a patient's or an outside system's action; the refusals a real caller gets are part
+    of the model (the invariants judge what happened), anything else fails the test."""
+    try:
+        return call()
+    except (GuahaoError, *errors):
+        return None
+
+
+class BookingMachine(RuleBasedStateMachine):
+    holds = Bundle("holds")
+    registrations = Bundle("registrations")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stack = contextlib.ExitStack()
+        self._savepoint = transaction.savepoint()
+        ctx = _Context
+        ctx.his.clear_faults()
+        ctx.his.locks.clear()
+        ctx.his.registrations.clear()
+        ctx.provider.clear_faults()
+        self.sessions = [
+            make_session(ctx.department, doctor=ctx.doctor, slots=3, per_window=3, fee_fen=2500),
+            make_session(ctx.department, doctor=ctx.doctor, slots=2, per_window=1, fee_fen=1000,
+                         start=dt.time(14, 0)),
+        ]
+        self.slots = list(Slot.objects.filter(session__in=self.sessions).order_by("id"))
+        self.people = []
+        for name in ("张三", "李四", "王五"):
+            account = make_account()
+            self.people.append((account, ready_to_book(account, ctx.hospital, name=name)))
+
+    def teardown(self) -> None:
+        try:
+            self._settle_everything()
+        finally:
+            self._stack.close()
+            transaction.savepoint_rollback(self._savepoint)
+
+    # --- patients ------------------------------------------------------------------------------
+
+    @initialize(target=holds, who=st.integers(0, 2), slot=st.integers(0, 4))
+    def first_hold(self, who, slot):
+        return self.hold(who, slot)
+
+    @rule(target=holds, who=st.integers(0, 2), slot=st.integers(0, 4))
+    def hold(self, who, slot):
+        account, _ = self.people[who]
+        hold = _swallow(lambda: services.hold_slot(account=account, slot_id=self.slots[slot].id))
+        return hold.id if hold else -1
+
+    @rule(target=holds, who=st.integers(0, 2), session=st.integers(0, 1))
+    def hold_in_window(self, who, session):
+        account, _ = self.people[who]
+        first = Slot.objects.filter(session=self.sessions[session]).order_by("seq").first()
+        hold = _swallow(
+            lambda: services.hold_slot(account=account, session_id=first.session_id, window_start=first.window_start)
+        )
+        return hold.id if hold else -1
+
+    def _owner(self, hold_id):
+        hold = Hold.objects.filter(id=hold_id).first()
+        return (hold, next(a for a, _ in self.people if a.id == hold.account_id)) if hold else (None, None)
+
+    @rule(hold_id=holds, channel=st.sampled_from(["wechat", "alipay"]))
+    def confirm(self, hold_id, channel):
+        hold, account = self._owner(hold_id)
+        if hold:
+            patient = next(p for a, p in self.people if a.id == account.id)
+            _swallow(lambda: services.confirm_hold(
+                account=account, hold_id=hold.id, patient_id=patient.id, channel=channel, insurance=False
+            ))
+
+    @rule(hold_id=holds)
+    def pay(self, hold_id):
+        hold, account = self._owner(hold_id)
+        if hold:
+            _swallow(lambda: services.pay_hold(account=account, hold_id=hold.id))
+
+    @rule(hold_id=holds)
+    def i_have_paid(self, hold_id):
+        hold, account = self._owner(hold_id)
+        if hold:
+            _swallow(lambda: services.check_payment(account=account, hold_id=hold.id))
+
+    @rule(hold_id=holds)
+    def release(self, hold_id):
+        hold, account = self._owner(hold_id)
+        if hold:
+            _swallow(lambda: services.release_hold(account=account, hold_id=hold.id))
+
+    @rule(target=registrations, hold_id=holds)
+    def find_registration(self, hold_id):
+        reg = Registration.objects.filter(hold_id=hold_id).first()
+        return reg.id if reg else -1
+
+    @rule(registration_id=consumes(registrations))
+    def cancel(self, registration_id):
+        reg = Registration.objects.filter(id=registration_id).first()
+        if reg:
+            account = next(a for a, _ in self.people if a.id == reg.account_id)
+            _swallow(lambda: services.cancel_registration(account=account, registration_id=reg.id))
+
+    # --- the provider, its notifications, and the pollers --------------------------------------
+
+    def _open_orders(self):
+        return list(Payment.objects.filter(state=Payment.State.CREATED).order_by("id"))
+
+    @rule(index=st.integers(0, 3), succeed=st.booleans())
+    def patient_pays_at_the_cashier(self, index, succeed):
+        orders = list(Payment.objects.order_by("id"))
+        if orders:
+            order = orders[index % len(orders)]
+            _swallow(lambda: sandbox.pay(order.out_trade_no, succeed=succeed), sandbox.TradeClosed, sandbox.TradeNotFound)
+
+    @rule()
+    def notifications_delivered(self):
+        sandbox.deliver_due_notifications(send=client_send)
+
+    @rule()
+    def notifications_lost(self):
+        SandboxNotification.objects.filter(delivered_at__isnull=True).update(given_up_at=clock.now())
+
+    @rule(index=st.integers(0, 5))
+    def notification_duplicated(self, index):
+        sent = list(SandboxNotification.objects.filter(delivered_at__isnull=False).order_by("id"))
+        if sent:
+            note = sent[index % len(sent)]
+            client_send(*sandbox.signed_delivery(note))
+
+    @rule(operation=st.sampled_from(["create_order", "close_order", "query_order", "refund", "query_refund"]),
+          fault=st.sampled_from(PROVIDER_FAULTS))
+    def provider_fails_next(self, operation, fault):
+        _Context.provider.fail_next(operation, fault)
+
+    @rule()
+    def pollers_run(self):
+        payments.poll_open_payments()
+        payments.poll_processing_refunds()
+
+    # --- the HIS --------------------------------------------------------------------------------
+
+    @rule(operation=st.sampled_from(["lock_slot", "release_slot", "register", "query_registration", "cancel_registration"]),
+          fault=st.sampled_from(HIS_FAULTS))
+    def his_fails_next(self, operation, fault):
+        _Context.his.fail_next(operation, fault)
+
+    # --- time, workers, 停诊 ----------------------------------------------------------------------
+
+    @rule(step=st.sampled_from(CLOCK_STEPS))
+    def clock_moves(self, step):
+        self._stack.enter_context(clock.travel(step))
+
+    @rule()
+    def worker_runs(self):
+        run_once(worker_id="w1", send=client_send)
+
+    @rule(second_first=st.booleans())
+    def two_workers_at_once(self, second_first):
+        # Two workers each hold a claim at the same moment and finish in either order; both try
+        # the sweeps (only the scheduler lease's holder runs them).
+        for _ in range(10):
+            claimed = [e for e in (outbox.claim_next(), outbox.claim_next()) if e is not None]
+            if not claimed:
+                break
+            for event in reversed(claimed) if second_first else claimed:
+                try:
+                    handle(event.topic, event.payload)
+                except Exception as exc:  # a failing outside system: retried, as the worker does
+                    outbox.mark_failed(event, str(exc))
+                else:
+                    outbox.mark_done(event)
+        run_sweeps(worker_id="w1")
+        run_sweeps(worker_id="w2")
+
+    @rule(session=st.integers(0, 1))
+    def suspend(self, session):
+        suspend_session(session=Session.objects.get(id=self.sessions[session].id), reason="医生临时停诊")
+
+    # --- invariants after every step -------------------------------------------------------------
+
+    @invariant()
+    def at_most_one_live_hold_and_one_active_registration_per_slot(self):
+        now = clock.now()
+        live = Q(state__in=LIVE, expires_at__gt=now) | Q(state=HoldState.REGISTERING)
+        assert not Hold.objects.filter(live).values("slot").annotate(n=Count("id")).filter(n__gt=1).exists()
+        assert not (
+            Registration.objects.filter(status__in=ACTIVE_REGISTRATION_STATES)
+            .values("slot").annotate(n=Count("id")).filter(n__gt=1).exists()
+        )
+
+    @invariant()
+    def each_slot_agrees_with_its_holds_and_registrations(self):
+        now = clock.now()
+        slots = Slot.objects.filter(session__in=self.sessions).annotate(
+            registering=Count("holds", filter=Q(holds__state=HoldState.REGISTERING), distinct=True),
+            holding=Count("holds", filter=Q(holds__state__in=LIVE, holds__expires_at__gt=now), distinct=True),
+            active=Count("registrations", filter=Q(registrations__status__in=ACTIVE_REGISTRATION_STATES), distinct=True),
+        )
+        for slot in slots:
+            registering, active, holding = slot.registering, slot.active, slot.holding
+            if slot.state == Slot.State.BOOKED:
+                assert registering + active == 1, (slot.id, registering, active)
+            elif slot.state == Slot.State.HELD and slot.held_until > now:
+                assert holding == 1 and registering + active == 0, (slot.id, holding)
+            else:
+                assert registering + active + holding == 0, (slot.id, slot.state, registering, active, holding)
+
+    @invariant()
+    def money_is_never_both_registered_and_refunded(self):
+        refunds: dict[int, list[Refund]] = {}
+        for refund in Refund.objects.all():
+            refunds.setdefault(refund.payment_id, []).append(refund)
+        booked = set(
+            Registration.objects.filter(status__in=ACTIVE_REGISTRATION_STATES).values_list("hold__payment_id", flat=True)
+        )
+        for payment in Payment.objects.all():
+            mine = refunds.get(payment.id, [])
+            assert 0 <= payment.refunded_fen <= payment.amount_fen
+            assert payment.refunded_fen == sum(r.amount_fen for r in mine if r.state == Refund.State.SUCCEEDED)
+            assert not (payment.id in booked and mine), payment.id
+            assert not mine or payment.state == Payment.State.PAID
+
+    @invariant()
+    def only_succeeded_holds_have_registrations_and_none_after_a_suspension(self):
+        assert not Registration.objects.exclude(hold__state=HoldState.SUCCEEDED).exists()
+        assert not Registration.objects.filter(booked_at__gte=F("session__suspended_at")).exists()
+
+    # --- the end: every deadline passes, everything drains -------------------------------------------
+
+    def _anything_pending(self) -> bool:
+        return (
+            Hold.objects.filter(state__in=(*LIVE, HoldState.REGISTERING)).exists()
+            or Payment.objects.filter(state=Payment.State.CREATED).exists()
+            or Payment.objects.filter(state=Payment.State.PAID, refunds__isnull=True, hold__payment__isnull=True).exists()
+            or Refund.objects.exclude(state=Refund.State.SUCCEEDED).exists()
+            or Registration.objects.filter(status=RegistrationStatus.REFUNDING).exists()
+            or SandboxNotification.objects.filter(delivered_at__isnull=True, given_up_at__isnull=True).exists()
+            or outbox_pending()
+        )
+
+    def _settle_everything(self) -> None:
+        _Context.his.clear_faults()
+        _Context.provider.clear_faults()
+        for _ in range(60):
+            if not self._anything_pending():
+                break
+            self._stack.enter_context(clock.travel(dt.timedelta(hours=1)))
+            run_once(worker_id="w1", send=client_send)
+            for refund in Refund.objects.filter(state=Refund.State.FAILED):
+                payments.retry_refund(refund_no=refund.refund_no)  # what staff do with the queue
+        else:
+            raise AssertionError("the workers did not settle everything within 60 hours")
+        for payment in Payment.objects.filter(state=Payment.State.PAID):
+            booked = Registration.objects.filter(hold__payment=payment, status__in=ACTIVE_REGISTRATION_STATES).exists()
+            refunded = payment.refunded_fen == payment.amount_fen
+            assert booked != refunded, f"payment {payment.id}: booked={booked} refunded={refunded}"
+        assert not Hold.objects.filter(state__in=(*LIVE, HoldState.REGISTERING)).exists()
+        assert not Payment.objects.filter(state=Payment.State.CREATED).exists()
+        assert not Refund.objects.exclude(state=Refund.State.SUCCEEDED).exists()
+        assert not Registration.objects.filter(status=RegistrationStatus.REFUNDING).exists()
+        # What the HIS holds is what we hold: no registration there that we refunded or lost.
+        ours = set(
+            Registration.objects.filter(status__in=ACTIVE_REGISTRATION_STATES).values_list("hold_id", flat=True)
+        )
+        assert _Context.his.active_registrations() == ours
+        assert find_violations() == []
+
+
+def outbox_pending() -> bool:
+    from guahao.notifications.models import OutboxEvent
+
+    return OutboxEvent.objects.filter(processed_at__isnull=True).exists()
+
+
+def test_every_paid_payment_ends_registered_or_refunded(world, monkeypatch):
+    loosen_caps(world.hospital)
+    _Context.hospital, _Context.department, _Context.doctor = world.hospital, world.department, world.doctor
+    _Context.his = SimulatedHis()
+    _Context.provider = FaultyProvider(sandbox.SandboxProvider())
+    monkeypatch.setattr(his_services, "adapter", lambda: _Context.his)
+    monkeypatch.setattr(payments, "provider", lambda name=None: _Context.provider)
+    run_state_machine_as_test(BookingMachine)

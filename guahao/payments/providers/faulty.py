@@ -1,0 +1,78 @@
+"""A provider wrapper that fails on demand, for tests of what guahao does when a payment provider
+refuses, does not answer, or acts without its answer arriving. It wraps a real provider (the
+sandbox), so everything that does happen happens in that provider's own ledger.
+
+Faults are queued per operation: "refuse" (ProviderRefused, nothing done), "timeout"
+(ProviderTimeout, nothing done) and "lost_reply" (done at the provider, then ProviderTimeout).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+
+from guahao.payments.providers.base import (
+    Notification,
+    OrderRequest,
+    PaymentProvider,
+    PayParams,
+    ProviderRefused,
+    ProviderTimeout,
+    RefundStatus,
+    TradeStatus,
+)
+
+FAULTS = ("refuse", "timeout", "lost_reply")
+
+
+class FaultyProvider:
+    def __init__(self, inner: PaymentProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._mutex = threading.Lock()
+        self._faults: dict[str, deque[str]] = defaultdict(deque)
+
+    def fail_next(self, operation: str, fault: str, times: int = 1) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+        with self._mutex:
+            self._faults[operation].extend([fault] * times)
+
+    def clear_faults(self) -> None:
+        with self._mutex:
+            self._faults.clear()
+
+    def _call(self, operation: str, effect):
+        with self._mutex:
+            fault = self._faults[operation].popleft() if self._faults[operation] else None
+        if fault == "refuse":
+            raise ProviderRefused(f"SYSTEM_ERROR: {operation} refused")
+        if fault == "timeout":
+            raise ProviderTimeout(f"{operation}: no answer")
+        result = effect()
+        if fault == "lost_reply":
+            raise ProviderTimeout(f"{operation}: reply lost")
+        return result
+
+    def create_order(self, request: OrderRequest) -> PayParams:
+        return self._call("create_order", lambda: self.inner.create_order(request))
+
+    def query_order(self, out_trade_no: str) -> TradeStatus:
+        return self._call("query_order", lambda: self.inner.query_order(out_trade_no))
+
+    def close_order(self, out_trade_no: str) -> None:
+        return self._call("close_order", lambda: self.inner.close_order(out_trade_no))
+
+    def refund(self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str) -> RefundStatus:
+        return self._call(
+            "refund",
+            lambda: self.inner.refund(
+                out_trade_no=out_trade_no, out_refund_no=out_refund_no, amount_fen=amount_fen, total_fen=total_fen, reason=reason
+            ),
+        )
+
+    def query_refund(self, out_refund_no: str) -> RefundStatus:
+        return self._call("query_refund", lambda: self.inner.query_refund(out_refund_no))
+
+    def parse_notification(self, *, headers: dict[str, str], body: bytes) -> Notification:
+        return self.inner.parse_notification(headers=headers, body=body)
