@@ -112,6 +112,8 @@ def start_payment(*, hold: Hold) -> tuple[Payment, PayParams]:
                 state=Payment.State.CREATED,
                 created_at=now,
                 expires_at=hold.expires_at + ORDER_MARGIN,
+                # If this request dies before the provider answers, the poller still finds the order.
+                next_poll_at=now + OPENING_TIMEOUT,
             )
     except IntegrityError as exc:  # another request opened one in the meantime
         raise _order_in_progress() from exc
@@ -133,7 +135,6 @@ def start_payment(*, hold: Hold) -> tuple[Payment, PayParams]:
     except ProviderTimeout as exc:
         # The order may exist at the provider: it stays CREATED, and the poller asks about it once
         # OPENING_TIMEOUT has passed (closing it if unpaid).
-        Payment.objects.filter(id=payment.id).update(next_poll_at=now + OPENING_TIMEOUT)
         log.warning("payment order timed out", extra={"out_trade_no": payment.out_trade_no})
         raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
     opened = clock.now()

@@ -72,9 +72,7 @@ def complete_paid_hold(*, payment_id: int) -> None:
 
 
 def _refund_unused_payment(*, payment: Payment, hold: Hold) -> None:
-    if hold.session.status == Session.Status.SUSPENDED or Session.objects.filter(
-        id=hold.session_id, status=Session.Status.SUSPENDED
-    ).exists():
+    if Session.objects.filter(id=hold.session_id, status=Session.Status.SUSPENDED).exists():
         reason = "医生停诊，自动退款"
     elif selectors.effective_state(hold) == HoldState.EXPIRED:
         reason = "锁号已超时，自动退款"
