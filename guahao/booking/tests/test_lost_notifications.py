@@ -6,6 +6,7 @@ callback that always answers 500, as an unreachable server would."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from urllib.parse import urlsplit
 
 import pytest
@@ -92,6 +93,24 @@ def test_a_paid_order_whose_notification_is_lost_is_registered_by_the_poller(wor
     assert undelivered(sandbox.TRANSACTION_SUCCESS)  # learned by the poller's query alone
 
 
+def test_a_payment_late_in_the_lock_whose_notification_is_lost_is_still_registered(world, booker):
+    """The poller must ask before the hold lapses, not only when the order expires: money paid in
+    the lock's last minutes buys the registration, not a refund."""
+    hold, payment, params = paying(world, booker)
+    lock = hold.expires_at - clock.now()
+    paid_at = lock - dt.timedelta(seconds=90)  # the patient pays with a minute and a half to spare
+    elapsed = dt.timedelta(0)
+    while elapsed < lock + dt.timedelta(minutes=1):  # a worker running every 30 seconds
+        elapsed += dt.timedelta(seconds=30)
+        with clock.travel(elapsed):
+            if paid_at <= elapsed < paid_at + dt.timedelta(seconds=30):
+                assert cashier(params).status_code == 200
+            run_worker_without_notifications()
+    assert Hold.objects.get(id=hold.id).state == HoldState.SUCCEEDED
+    assert Registration.objects.filter(hold=hold).exists()
+    assert not Refund.objects.exists()
+
+
 def test_i_have_paid_registers_a_paid_order_at_once_without_its_notification(world, booker):
     account = booker[0]
     hold, payment, params = paying(world, booker)
@@ -126,6 +145,25 @@ def test_i_have_paid_on_another_accounts_hold_is_not_found(world, booker):
     assert response.json()["code"] == "hold_not_found"
     payment.refresh_from_db()
     assert payment.state == Payment.State.CREATED  # the stranger's request settled nothing
+
+
+def test_paying_again_after_a_lost_notification_does_not_take_the_money_twice(world, booker):
+    account = booker[0]
+    hold, payment, params = paying(world, booker)
+    assert cashier(params).status_code == 200
+    run_worker_without_notifications()
+
+    # No word of the payment reached us, so the patient taps 支付 again.
+    response = api_client(account).post(f"/api/v1/holds/{hold.id}/pay")
+    assert response.status_code == 409
+    assert response.json()["code"] == "payment_already_paid"
+    assert "您已完成支付" in response.json()["message"]
+    assert SandboxTrade.objects.count() == 1  # no second order to pay
+
+    run_worker_without_notifications()
+    assert hold_seen_by(account, hold)["state"] == "succeeded"
+    assert Registration.objects.filter(hold=hold).count() == 1
+    assert not Refund.objects.exists()
 
 
 class QueryTimesOut(SandboxProvider):
@@ -181,20 +219,35 @@ def test_the_order_of_a_lapsed_hold_taken_by_the_next_patient_is_closed_and_cann
     assert not Refund.objects.exists()  # no money was taken
 
 
-def test_money_paid_in_the_order_margin_after_the_hold_lapsed_comes_back_exactly_once(world, booker):
+def test_money_paid_in_the_order_margin_after_the_hold_lapsed_comes_back_exactly_once(
+    world, booker, monkeypatch, caplog
+):
     account = booker[0]
     hold, payment, params = paying(world, booker)
+    settled_by_query: list[int] = []
+    refresh = payments.refresh_payment
+
+    def recording_refresh(*, payment_id: int) -> bool:
+        settled = refresh(payment_id=payment_id)
+        if settled:
+            settled_by_query.append(payment_id)
+        return settled
+
+    monkeypatch.setattr(payments, "refresh_payment", recording_refresh)
     lapsed = hold.expires_at - clock.now() + dt.timedelta(seconds=30)
-    with clock.travel(lapsed):
+    with clock.travel(lapsed), caplog.at_level(logging.INFO, logger="guahao.messages"):
         assert clock.now() < payment.expires_at
         assert cashier(params).status_code == 200  # the patient pays a moment too late
         # The sweeps expire the hold and the poller finds the payment by query; booking refunds it.
         run_worker_without_notifications()
+        assert settled_by_query == [payment.id]
         payment.refresh_from_db()
         assert payment.state == Payment.State.PAID
         refund = Refund.objects.get(payment=payment)
         assert refund.state == Refund.State.PROCESSING and refund.reason == "锁号已超时，自动退款"
         assert hold_seen_by(account, hold)["state"] == "expired"
+    told = [r.text for r in caplog.records if r.name == "guahao.messages"]
+    assert any("预约未成功，已支付的费用将原路退回" in text for text in told), told
 
     with clock.travel(lapsed + PAST_FIRST_POLL):
         run_worker_without_notifications()  # the refund's notification is lost too: the poller asks

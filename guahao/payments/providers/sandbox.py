@@ -245,8 +245,9 @@ def pay(out_trade_no: str, *, succeed: bool = True) -> TradeStatus:
     """The patient pays on the cashier page. Success moves NOTPAY → SUCCESS once and queues one
     TRANSACTION.SUCCESS notification; a simulated failure (a declined card) changes nothing, so
     the patient may try again. Raises TradeNotFound, or TradeClosed for a closed order."""
+    _close_if_expired(_trade(out_trade_no))  # committed on its own: a refusal below must not undo it
     with transaction.atomic():
-        trade = _close_if_expired(_trade(out_trade_no))
+        trade = _trade(out_trade_no)
         if trade.state == SandboxTrade.State.CLOSED:
             raise TradeClosed("ORDER_CLOSED: order already closed")
         if not succeed or trade.state == SandboxTrade.State.SUCCESS:
