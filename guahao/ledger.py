@@ -138,7 +138,7 @@ def _explain_slot(slot: dict[str, Any], now: dt.datetime) -> Iterator[Violation]
                 row,
                 f"slot is booked but is not owned by exactly one registering hold or active registration ({counts})",
             )
-    elif slot["registering"] or slot["active"] or slot["unexpired"]:  # free, or held but lapsed
+    elif state in (Slot.State.FREE, Slot.State.HELD) and (slot["registering"] or slot["active"] or slot["unexpired"]):
         yield Violation("slot_state_mismatch", row, f"slot counts as free but something still owns it ({counts})")
 
 

@@ -116,6 +116,9 @@ def suspend_session(*, session: Session, reason: str) -> Session:
     reason = reason.strip()
     if not reason:
         raise InvalidInput("请填写停诊原因", code="suspend_reason_required")
+    # Wait for the bookings that read "open" under the shared lock first, so the suspension's time
+    # comes after every registration they record.
+    Session.objects.select_for_update().filter(id=session.id).values_list("id", flat=True).first()
     changed = Session.objects.filter(id=session.id, status=Session.Status.OPEN).update(
         status=Session.Status.SUSPENDED, suspend_reason=reason[:100], suspended_at=clock.now()
     )

@@ -4,6 +4,10 @@ refunded and the HIS asked to cancel. Never both registered and refunded, never 
 
 from __future__ import annotations
 
+import itertools
+
+from django.db.models import Q
+
 from guahao import clock
 from guahao.booking import selectors
 from guahao.booking.models import Hold, Registration
@@ -128,13 +132,14 @@ def settle_overdue_registering(*, limit: int = 100) -> int:
     """Sweeper: every REGISTERING hold past its cutoff is settled now, whatever the outbox's back-off:
     registered if the HIS says so, else refunded and cancelled at the HIS."""
     now = clock.now()
-    overdue = [
-        hold
-        for hold in Hold.objects.select_related("session__hospital", "slot", "payment")
-        .filter(state=HoldState.REGISTERING)
-        .order_by("id")[:limit]
-        if now >= selectors.registering_cutoff(hold)
-    ]
+    # No cutoff comes before both the grace after registering began and the session's start, so
+    # this bounds the candidates in the database; the exact cutoff is checked per hold.
+    candidates = (
+        Hold.objects.select_related("session__hospital", "slot", "payment")
+        .filter(Q(updated_at__lte=now - selectors.REGISTER_GRACE) | Q(session__starts_at__lte=now), state=HoldState.REGISTERING)
+        .order_by("id")
+    )
+    overdue = list(itertools.islice((h for h in candidates.iterator() if now >= selectors.registering_cutoff(h)), limit))
     for hold in overdue:
         _give_up_registering(hold)
     return len(overdue)
@@ -160,11 +165,11 @@ def _give_up_registering(hold: Hold) -> None:
 def _record_registered(*, hold: Hold, registration_no: str) -> None:
     """The HIS registered the hold: it becomes a registration, unless the session was suspended or
     the hold settled otherwise meanwhile, in which case the HIS is asked to cancel it."""
-    now = clock.now()
 
     def record() -> str:
         if lock_session_status(hold.session_id) != Session.Status.OPEN:
             return "suspended"
+        now = clock.now()  # read under the lock, so it precedes any suspension's time
         won = Hold.objects.filter(
             id=hold.id, state__in=hold_sources(HoldState.SUCCEEDED, HoldState.REGISTERING)
         ).update(state=HoldState.SUCCEEDED, updated_at=now)

@@ -22,7 +22,7 @@ from guahao.payments.providers.base import ProviderTimeout
 from guahao.scheduling.models import ReleaseRule, Session, Slot
 from guahao.scheduling.services import suspend_session
 from guahao.sqlguard import JoinedStateUpdate
-from guahao.testing import api_client, make_account, make_patient, run_worker
+from guahao.testing import api_client, make_account, make_patient, make_session, run_worker
 
 from .conftest import confirmed, paid, ready_to_book
 
@@ -293,3 +293,25 @@ def test_an_update_filtered_across_a_relation_is_refused_by_the_suite(world):
     with pytest.raises(JoinedStateUpdate), transaction.atomic():
         QuerySet(Hold).filter(session__status="open").update(state="held")
     assert not Slot.objects.filter(session__status="nonexistent").exists()  # reads may join
+
+
+def test_the_cutoff_sweep_reaches_an_overdue_hold_behind_many_that_are_not(world, booker, simulated_his):
+    later = make_session(world.department, doctor=world.doctor, day=clock.today() + dt.timedelta(days=7), slots=3)
+    now = clock.now()
+    someone_else = make_account()
+    for slot in later.slots.all():  # registering for a session a week away: far from their cutoff
+        Hold.objects.create(
+            account=someone_else, slot=slot, session=later, state=HoldState.REGISTERING,
+            expires_at=now + dt.timedelta(minutes=10), fee_fen=1000, created_at=now, updated_at=now,
+        )
+    simulated_his.fail_next("register", "timeout", times=2)
+    hold, payment = paid(world, *booker)
+    run_worker()
+    hold.refresh_from_db()
+    assert hold.state == HoldState.REGISTERING
+    with clock.travel(selectors.registering_cutoff(hold) - clock.now() + dt.timedelta(seconds=1)):
+        simulated_his.fail_next("query_registration", "timeout")
+        assert services.settle_overdue_registering(limit=1) == 1
+    hold.refresh_from_db()
+    assert hold.state == HoldState.FAILED
+    assert [r.reason for r in refunds_of(payment)] == ["医院系统未确认挂号，自动退款"]
