@@ -86,3 +86,19 @@ def paid(world: World, account: Account, patient: Patient, *, seq: int = 1):
     payment, _ = services.pay_hold(account=account, hold_id=hold.id)
     sandbox.pay(payment.out_trade_no)
     return hold, payment
+
+
+@pytest.fixture(autouse=True)
+def ledger_is_clean_after_each_scenario(request):
+    """`guahao ledger-check` finds nothing after any booking scenario: every test here ends with
+    the books in order (or says which finding it leaves on purpose)."""
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames)
+    if not uses_db:
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")  # set up before this check, torn down after it
+    yield
+    if request.node.get_closest_marker("leaves_ledger_finding") is None:
+        from guahao.ledger import find_violations
+
+        assert find_violations() == []

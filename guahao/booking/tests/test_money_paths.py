@@ -295,6 +295,7 @@ def test_an_update_filtered_across_a_relation_is_refused_by_the_suite(world):
     assert not Slot.objects.filter(session__status="nonexistent").exists()  # reads may join
 
 
+@pytest.mark.leaves_ledger_finding  # the planted holds have no payment behind them
 def test_the_cutoff_sweep_reaches_an_overdue_hold_behind_many_that_are_not(world, booker, simulated_his):
     later = make_session(world.department, doctor=world.doctor, day=clock.today() + dt.timedelta(days=7), slots=3)
     now = clock.now()

@@ -92,6 +92,7 @@ def test_ten_concurrent_deliveries_of_the_paid_notification_make_one_registratio
     assert Slot.objects.get(id=hold.slot_id).state == Slot.State.BOOKED
 
 
+@pytest.mark.leaves_ledger_finding
 def test_a_refund_the_provider_refuses_tells_the_patient_and_the_operators(world, booker, caplog, monkeypatch):
     import logging
 
@@ -112,6 +113,11 @@ def test_a_refund_the_provider_refuses_tells_the_patient_and_the_operators(world
     assert any(r.levelname == "ERROR" and "operator" in r.getMessage() for r in caplog.records)
     messages = [r for r in caplog.records if r.name == "guahao.messages"]
     assert any("人工处理" in r.text for r in messages)
+    # And the nightly check puts it in front of the operators, naming the refund.
+    from guahao.ledger import find_violations
+
+    refund = Refund.objects.get(payment=payment)
+    assert [(v.kind, v.row) for v in find_violations()] == [("refund_failed", f"payments_refund#{refund.id}")]
 
 
 def booked(world, booker) -> Registration:
