@@ -193,3 +193,35 @@ def test_suspension_racing_a_payment_never_leaves_a_registration_on_the_suspende
         assert settled_once(payment) == "refunded"
         assert not Registration.objects.filter(session=session, status__in=["booked", "checked_in"]).exists()
     no_violations()
+
+
+def test_a_double_tap_on_pay_never_opens_two_payable_orders(rounds, booker):
+    from .conftest import confirmed
+
+    for i in range(ROUNDS):
+        world = rounds()
+        hold = confirmed(world, *booker)
+        pay = lambda h=hold: services.pay_hold(account=booker[0], hold_id=h.id)  # noqa: E731
+        if i % 2 == 0:
+            out = race(pay, pay, pause_first_after='INSERT INTO "payments_payment"')
+        else:  # the second tap lands after the first order is open: it replaces it
+            out = {"first": pay(), "second": _swallow_conflict(pay)}
+        opened = [v for v in out.values() if isinstance(v, tuple)]
+        refused = [v for v in out.values() if isinstance(v, Conflict)]
+        assert len(opened) + len(refused) == 2, out
+        assert all(e.code == "payment_in_progress" for e in refused), out
+        orders = Payment.objects.filter(hold=hold)
+        assert orders.filter(state=Payment.State.CREATED).count() == 1
+        # Nothing is payable at the provider but the one open order.
+        open_at_provider = set(
+            sandbox.SandboxTrade.objects.filter(out_trade_no__in=orders.values("out_trade_no"), state="NOTPAY")
+            .values_list("out_trade_no", flat=True)
+        )
+        assert open_at_provider == {orders.get(state=Payment.State.CREATED).out_trade_no}
+
+
+def _swallow_conflict(call):
+    try:
+        return call()
+    except Conflict as exc:
+        return exc

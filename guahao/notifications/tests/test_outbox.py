@@ -80,3 +80,46 @@ def test_concurrent_workers_elect_one_scheduler():
         [lambda w=w: services.hold_lease(name="scheduler", holder=w, ttl=dt.timedelta(seconds=30)) for w in "abcdefgh"]
     )
     assert sum(1 for ok, won in results if ok and won) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_claim_lapsed_mid_event_cannot_complete_it(monkeypatch):
+    """Worker A is slow inside an event past its lease; worker B takes the event over and completes
+    it; A's completion is refused. Forced with real threads, 20 times."""
+    import threading
+
+    from django.db import connections
+
+    from guahao import worker
+
+    for _ in range(20):
+        event = services.emit("test.slow", n=1)
+        inside, resume = threading.Event(), threading.Event()
+        handled: list[str] = []
+
+        def slow(topic, payload, handled=handled, inside=inside, resume=resume):
+            handled.append(threading.current_thread().name)
+            if len(handled) == 1:
+                inside.set()
+                resume.wait(10)
+
+        monkeypatch.setitem(worker.HANDLERS, "test.slow", slow)
+        outcome: dict[str, int] = {}
+
+        def worker_a(outcome=outcome):
+            try:
+                outcome["a"] = worker.drain_outbox(worker_id="a", limit=1)
+            finally:
+                connections.close_all()
+
+        a = threading.Thread(target=worker_a, name="a")
+        a.start()
+        assert inside.wait(10)
+        with clock.travel(services.EVENT_LEASE + dt.timedelta(seconds=1)):
+            assert worker.drain_outbox(worker_id="b", limit=1) == 1  # B takes the lapsed claim over
+            resume.set()
+            a.join(10)
+        row = OutboxEvent.objects.get(id=event.id)
+        assert row.processed_at is not None and row.attempts == 0
+        assert len(handled) == 2  # handled twice (handlers are idempotent), completed once by B
