@@ -22,12 +22,12 @@ TEST_LOG = settings.VAR_DIR / f"test-run{os.environ.get('GUAHAO_TEST_DB_SUFFIX',
 hypothesis_settings.register_profile(
     "default",
     max_examples=300,
-    stateful_step_count=15,
+    stateful_step_count=20,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-hypothesis_settings.register_profile("long", parent=hypothesis_settings.get_profile("default"), max_examples=5000, stateful_step_count=25)
+hypothesis_settings.register_profile("long", parent=hypothesis_settings.get_profile("default"), max_examples=5000, stateful_step_count=30)
 hypothesis_settings.register_profile("quick", parent=hypothesis_settings.get_profile("default"), max_examples=30)
 hypothesis_settings.load_profile(os.environ.get("GUAHAO_HYPOTHESIS_PROFILE", "default"))
 

@@ -8,18 +8,27 @@ import logging
 import time
 from collections.abc import Callable
 
+from django.db import OperationalError
+
 from guahao import clock
 from guahao.booking import services as booking
 from guahao.booking.messages import status_message
+from guahao.errors import UpstreamUnavailable
+from guahao.his.base import HisError
 from guahao.notifications import services as outbox
 from guahao.notifications.selectors import channel
 from guahao.patients import services as patients
 from guahao.payments import services as payments
 from guahao.payments.providers import sandbox
+from guahao.payments.providers.base import ProviderError
 
 log = logging.getLogger("guahao.worker")
 
 Sender = Callable[[str, dict[str, str], bytes], int]
+
+# The HIS or a provider did not answer, or the database refused for now: the job is simply tried
+# again later, so this is a warning, not an error with a traceback.
+_OUTSIDE_UNAVAILABLE = (HisError, ProviderError, UpstreamUnavailable, OperationalError)
 
 
 def _send_message(topic: str, payload: dict) -> None:
@@ -62,6 +71,12 @@ def drain_outbox(*, worker_id: str = "worker", limit: int = 100) -> int:
         handled += 1
         try:
             handle(event.topic, event.payload)
+        except _OUTSIDE_UNAVAILABLE as exc:  # expected now and then: retried with back-off
+            log.warning(
+                "event deferred: an outside system did not answer",
+                extra={"event_id": event.id, "topic": event.topic, "worker_id": worker_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            outbox.mark_failed(event, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # one bad event must not stop the others; it is retried with back-off
             log.exception("event failed", extra={"event_id": event.id, "topic": event.topic, "worker_id": worker_id})
             outbox.mark_failed(event, f"{type(exc).__name__}: {exc}")

@@ -10,9 +10,9 @@ done) and "lost_reply" (the HIS did it, the answer never arrived).
 from __future__ import annotations
 
 import threading
-from collections import defaultdict, deque
 
 from guahao import clock
+from guahao.faults import FaultQueue
 from guahao.his.base import (
     HisRefused,
     HisTimeout,
@@ -22,31 +22,19 @@ from guahao.his.base import (
     RegistrationRecord,
 )
 
-FAULTS = ("refuse", "timeout", "lost_reply")
 
-
-class SimulatedHis:
+class SimulatedHis(FaultQueue):
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._faults: dict[str, deque[str]] = defaultdict(deque)
+        super().__init__()
+        self._state = threading.Lock()
         self.locks: dict[int, str] = {}  # hold id → lock id
         self.registrations: dict[int, RegistrationRecord] = {}  # hold id → record
         self.calls: list[tuple[str, int]] = []
 
-    def fail_next(self, operation: str, fault: str, times: int = 1) -> None:
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}")
-        with self._mutex:
-            self._faults[operation].extend([fault] * times)
-
-    def clear_faults(self) -> None:
-        with self._mutex:
-            self._faults.clear()
-
     def _call(self, operation: str, hold_id: int, effect):
-        with self._mutex:
+        with self._state:
             self.calls.append((operation, hold_id))
-            fault = self._faults[operation].popleft() if self._faults[operation] else None
+            fault = self.next_fault(operation)
             if fault == "refuse":
                 raise HisRefused(f"{operation}_refused")
             if fault == "timeout":

@@ -19,6 +19,7 @@ import datetime as dt
 import pytest
 from django.db import transaction
 from django.db.models import Count, F, Q
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -66,6 +67,8 @@ class _Context:
     doctor = None
     his: SimulatedHis
     provider: FaultyProvider
+    examples = 0  # examples run to their end
+    settled = {"registered": 0, "refunded": 0}  # paid payments seen settled, over all examples
 
 
 def _swallow(call, *errors: type[BaseException]):
@@ -110,9 +113,21 @@ class BookingMachine(RuleBasedStateMachine):
 
     # --- patients ------------------------------------------------------------------------------
 
-    @initialize(target=holds, who=st.integers(0, 2), slot=st.integers(0, 4))
-    def first_hold(self, who, slot):
-        return self.hold(who, slot)
+    @initialize(target=holds, who=st.integers(0, 2), slot=st.integers(0, 4), pays=st.booleans())
+    def first_booking(self, who, slot, pays):
+        return self.book(who, slot, pays)
+
+    @rule(target=holds, who=st.integers(0, 2), slot=st.integers(0, 4), pays=st.booleans())
+    def book(self, who, slot, pays):
+        # The common path in one step (hold, confirm, open an order, and perhaps pay it at the
+        # cashier), so that sequences reach paid orders often and then perturb them.
+        hold_id = self.hold(who, slot)
+        self.confirm(hold_id, "wechat")
+        self.pay(hold_id)
+        order = Payment.objects.filter(hold_id=hold_id, state=Payment.State.CREATED).first()
+        if pays and order is not None:
+            _swallow(lambda: sandbox.pay(order.out_trade_no), sandbox.TradeClosed)
+        return hold_id
 
     @rule(target=holds, who=st.integers(0, 2), slot=st.integers(0, 4))
     def hold(self, who, slot):
@@ -177,9 +192,10 @@ class BookingMachine(RuleBasedStateMachine):
     def _open_orders(self):
         return list(Payment.objects.filter(state=Payment.State.CREATED).order_by("id"))
 
-    @rule(index=st.integers(0, 3), succeed=st.booleans())
-    def patient_pays_at_the_cashier(self, index, succeed):
-        orders = list(Payment.objects.order_by("id"))
+    @rule(index=st.integers(0, 3), succeed=st.booleans(), any_order=st.booleans())
+    def patient_pays_at_the_cashier(self, index, succeed, any_order):
+        # Mostly an open order; sometimes any order at all (a closed or expired one, paid late).
+        orders = list(Payment.objects.order_by("id") if any_order else self._open_orders())
         if orders:
             order = orders[index % len(orders)]
             _swallow(lambda: sandbox.pay(order.out_trade_no, succeed=succeed), sandbox.TradeClosed, sandbox.TradeNotFound)
@@ -326,6 +342,7 @@ class BookingMachine(RuleBasedStateMachine):
             booked = Registration.objects.filter(hold__payment=payment, status__in=ACTIVE_REGISTRATION_STATES).exists()
             refunded = payment.refunded_fen == payment.amount_fen
             assert booked != refunded, f"payment {payment.id}: booked={booked} refunded={refunded}"
+            _Context.settled["registered" if booked else "refunded"] += 1
         assert not Hold.objects.filter(state__in=(*LIVE, HoldState.REGISTERING)).exists()
         assert not Payment.objects.filter(state=Payment.State.CREATED).exists()
         assert not Refund.objects.exclude(state=Refund.State.SUCCEEDED).exists()
@@ -336,6 +353,7 @@ class BookingMachine(RuleBasedStateMachine):
         )
         assert _Context.his.active_registrations() == ours
         assert find_violations() == []
+        _Context.examples += 1
 
 
 def outbox_pending() -> bool:
@@ -351,4 +369,9 @@ def test_every_paid_payment_ends_registered_or_refunded(world, monkeypatch):
     _Context.provider = FaultyProvider(sandbox.SandboxProvider())
     monkeypatch.setattr(his_services, "adapter", lambda: _Context.his)
     monkeypatch.setattr(payments, "provider", lambda name=None: _Context.provider)
+    _Context.examples, _Context.settled = 0, {"registered": 0, "refunded": 0}
     run_state_machine_as_test(BookingMachine)
+    # The run explored what it should: the profile's examples, and paid orders ending both ways.
+    assert _Context.examples >= hypothesis_settings().max_examples
+    assert _Context.settled["registered"] > 0 and _Context.settled["refunded"] > 0, _Context.settled
+    print(f"\n{_Context.examples} examples; paid payments settled: {_Context.settled}")

@@ -8,9 +8,7 @@ Faults are queued per operation: "refuse" (ProviderRefused, nothing done), "time
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict, deque
-
+from guahao.faults import FaultQueue
 from guahao.payments.providers.base import (
     Notification,
     OrderRequest,
@@ -22,29 +20,15 @@ from guahao.payments.providers.base import (
     TradeStatus,
 )
 
-FAULTS = ("refuse", "timeout", "lost_reply")
 
-
-class FaultyProvider:
+class FaultyProvider(FaultQueue):
     def __init__(self, inner: PaymentProvider) -> None:
+        super().__init__()
         self.inner = inner
         self.name = inner.name
-        self._mutex = threading.Lock()
-        self._faults: dict[str, deque[str]] = defaultdict(deque)
-
-    def fail_next(self, operation: str, fault: str, times: int = 1) -> None:
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}")
-        with self._mutex:
-            self._faults[operation].extend([fault] * times)
-
-    def clear_faults(self) -> None:
-        with self._mutex:
-            self._faults.clear()
 
     def _call(self, operation: str, effect):
-        with self._mutex:
-            fault = self._faults[operation].popleft() if self._faults[operation] else None
+        fault = self.next_fault(operation)
         if fault == "refuse":
             raise ProviderRefused(f"SYSTEM_ERROR: {operation} refused")
         if fault == "timeout":
