@@ -30,6 +30,25 @@ TIDY_INTERVAL = dt.timedelta(minutes=10)
 # A refund the provider has neither confirmed nor refused after this is stuck.
 REFUND_STUCK_AFTER = dt.timedelta(days=1)
 
+# Kinds that hold at every instant, whatever the worker's timing (the rest allow TIDY_INTERVAL or a
+# deadline): the model-based test checks these after every step.
+STRUCTURAL_KINDS = frozenset(
+    {
+        "slot_live_holds",
+        "slot_active_registrations",
+        "slot_state_mismatch",
+        "hold_without_registration",
+        "registration_on_unsucceeded_hold",
+        "hold_winning_payment",
+        "registration_after_suspension",
+        "payment_refund_exceeds_amount",
+        "payment_refunded_mismatch",
+        "payment_refunds_exceed_paid",
+        "payment_refund_unpaid",
+        "payment_registered_and_refunded",
+    }
+)
+
 _CLAIMABLE = (HoldState.HELD, HoldState.PAYING)
 # Holds that are over: an order still open for one of them should have been closed by tidy-up.
 _DEAD_HOLD_STATES = (HoldState.RELEASED, HoldState.EXPIRED, HoldState.FAILED, HoldState.SUCCEEDED)
