@@ -95,14 +95,16 @@ def create_session(
 
 def lock_session_status(session_id: int) -> str:
     """The session's status, read under a shared row lock held to the end of the caller's
-    transaction. 停诊 updates that row, so it waits for every booking write that has read "open"
-    this way, and every such write that comes after it reads "suspended": a cross-row check that
-    the other side cannot slip past. Shared, so concurrent bookings in one session do not queue on
-    each other. (SQLite has one writer at a time: a plain read inside the transaction suffices.)"""
+    transaction. 停诊 takes the row FOR UPDATE before it changes the status, so it waits for every
+    booking write that has read "open" this way, and every such write after it reads "suspended":
+    a cross-row check the other side cannot slip past. FOR KEY SHARE is the lock a hold's foreign
+    key already takes on this row, so concurrent bookings in one session never queue on each other
+    and ordinary edits of the session are not blocked. (SQLite has one writer at a time: a plain
+    read inside the transaction suffices.)"""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("lock_session_status must run inside a transaction")
     with connection.cursor() as cursor:
-        lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+        lock = " FOR KEY SHARE" if connection.vendor == "postgresql" else ""
         cursor.execute(f"SELECT status FROM scheduling_session WHERE id = %s{lock}", [session_id])
         row = cursor.fetchone()
     return row[0] if row else Session.Status.SUSPENDED
@@ -116,8 +118,8 @@ def suspend_session(*, session: Session, reason: str) -> Session:
     reason = reason.strip()
     if not reason:
         raise InvalidInput("请填写停诊原因", code="suspend_reason_required")
-    # Wait for the bookings that read "open" under the shared lock first, so the suspension's time
-    # comes after every registration they record.
+    # FOR UPDATE waits for the bookings that read "open" under their shared lock (see
+    # lock_session_status), so the suspension's time comes after every registration they record.
     Session.objects.select_for_update().filter(id=session.id).values_list("id", flat=True).first()
     changed = Session.objects.filter(id=session.id, status=Session.Status.OPEN).update(
         status=Session.Status.SUSPENDED, suspend_reason=reason[:100], suspended_at=clock.now()
