@@ -22,6 +22,7 @@ from guahao import clock
 from guahao.booking.models import Hold, Registration
 from guahao.booking.selectors import REGISTER_GRACE, registering_cutoff
 from guahao.booking.states import ACTIVE_REGISTRATION_STATES, HoldState, RegistrationStatus
+from guahao.notifications.models import OutboxEvent
 from guahao.payments.models import Payment, Refund
 from guahao.scheduling.models import Session, Slot
 
@@ -74,6 +75,7 @@ def find_violations(*, now: dt.datetime | None = None) -> list[Violation]:
     violations += _registration_violations(now)
     violations += _payment_violations(now, overdue_registering)
     violations += _refund_violations(now)
+    violations += _his_cancel_violations(now)
     return violations
 
 
@@ -480,3 +482,24 @@ def _refund_violations(now: dt.datetime) -> Iterator[Violation]:
                 f"refund stuck: processing since {_at(refund['created_at'])}, not confirmed by the provider "
                 f"(refund of {payment})",
             )
+
+
+# --- cancels owed to the HIS -------------------------------------------------------------------------
+
+
+def _his_cancel_violations(now: dt.datetime) -> Iterator[Violation]:
+    """A registration refunded here (停诊, the cutoff) must be cancelled at the HIS too: the his.cancel
+    job retries until the HIS does it; one still pending after TIDY needs a look."""
+    rows = (
+        OutboxEvent.objects.filter(topic="his.cancel", processed_at__isnull=True, created_at__lte=now - TIDY_INTERVAL)
+        .order_by("id")
+        .values("id", "payload", "attempts", "last_error")
+    )
+    for event in rows.iterator():
+        hold = _ref(Hold, event["payload"].get("hold_id"))
+        yield Violation(
+            "his_cancel_pending",
+            _ref(OutboxEvent, event["id"]),
+            f"the HIS has not cancelled the registration of {hold}, refunded here, after {event['attempts']} "
+            f"attempts (last: {event['last_error'] or 'none'}): cancel it in the HIS",
+        )

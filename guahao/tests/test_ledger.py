@@ -306,3 +306,27 @@ def test_json_output(session):
     assert Violation(**document["violations"][0]) == Violation(
         "payment_refunded_mismatch", ref(payment), document["violations"][0]["message"]
     )
+
+
+def test_a_cancel_the_his_keeps_refusing_is_named_until_it_goes_through(session, monkeypatch):
+    from guahao.his import services as his_services
+    from guahao.his.simulated import SimulatedHis
+    from guahao.notifications.models import OutboxEvent
+
+    his = SimulatedHis()
+    monkeypatch.setattr(his_services, "adapter", lambda: his)
+    registration = booked(session)
+    his.fail_next("cancel_registration", "refuse", times=3)
+    suspend_session(session=session, reason="专家外出会诊")
+    run_worker()  # cancelled and refunded here; the HIS refuses to cancel its side
+    assert his.active_registrations() == {registration.hold_id}
+    event = OutboxEvent.objects.get(topic="his.cancel")
+    with clock.travel(PAST_TIDY):
+        assert found() == {("his_cancel_pending", ref(event))}
+        out = assert_reported(ref(event))
+        assert ref(registration.hold) in out
+    for hours in (1, 2, 3):  # the job keeps trying, backing off; the HIS gives in
+        with clock.travel(dt.timedelta(hours=hours)):
+            run_worker()
+    assert his.active_registrations() == set()
+    assert found() == set()

@@ -14,7 +14,6 @@ from guahao.booking.models import Hold, Registration
 from guahao.booking.services.common import his, lock_slot, log, refund_no, submit_refund_now
 from guahao.booking.states import HoldState, RegistrationStatus, hold_sources
 from guahao.db import atomic_retry
-from guahao.errors import UpstreamUnavailable
 from guahao.his.base import HisRefused, HisTimeout, RegisterRequest
 from guahao.notifications.services import emit
 from guahao.payments import services as payments
@@ -236,10 +235,11 @@ def fail_registering(
 
 def cancel_at_his(*, hold_id: int, registration_no: str = "") -> None:
     """The handler of his.cancel: cancel at the HIS whatever it registered for this hold, retried
-    until the HIS answers. A refusal is logged for the operators (the HIS will not cancel)."""
+    with back-off until the HIS does it. A refusal is retried too (the HIS may refuse for a while,
+    e.g. while the slot is being settled there) and logged as an error: while it lasts,
+    ledger-check names the hold for the operators."""
     try:
         his().cancel_registration(hold_id=hold_id, registration_no=registration_no)
     except HisRefused as exc:
         log.error("his refused to cancel a registration we refunded", extra={"hold_id": hold_id, "reason": exc.reason})
-    except HisTimeout as exc:
-        raise UpstreamUnavailable("医院系统暂时无法响应", code="his_timeout") from exc
+        raise
