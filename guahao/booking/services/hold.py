@@ -19,6 +19,7 @@ from guahao.booking.services.common import (
     log,
     service_phone_hint,
 )
+from guahao.booking.services.settle import complete_paid_hold
 from guahao.booking.states import HoldState, hold_sources
 from guahao.catalog.selectors import pending_notices
 from guahao.db import atomic_retry
@@ -308,8 +309,6 @@ def check_payment(*, account: Account, hold_id: int) -> Hold:
     """The patient's "我已支付": ask the provider about the hold's open orders at once and settle a
     paid one exactly as its notification would. Raises UpstreamUnavailable when the provider does
     not answer."""
-    from guahao.booking.services.settle import complete_paid_hold
-
     hold = selectors.get_hold_for_account(account=account, hold_id=hold_id)
     for payment in payment_selectors.payments_of_hold(hold.id).filter(state=Payment.State.CREATED, opened_at__isnull=False):
         payments.refresh_payment(payment_id=payment.id)
