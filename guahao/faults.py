@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # "refuse": the system answers no, nothing done; "timeout": no answer, nothing done;
 # "lost_reply": done, but the answer never arrives.
@@ -12,6 +16,11 @@ FAULTS = ("refuse", "timeout", "lost_reply")
 
 
 class FaultQueue:
+    """Subclasses name the errors their system raises for a refusal and for no answer."""
+
+    refused_error: type[Exception] = RuntimeError
+    timeout_error: type[Exception] = TimeoutError
+
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._queued: dict[str, deque[str]] = defaultdict(deque)
@@ -30,3 +39,15 @@ class FaultQueue:
         with self._mutex:
             queue = self._queued[operation]
             return queue.popleft() if queue else None
+
+    def act(self, operation: str, effect: Callable[[], T]) -> T:
+        """Do `effect` as the system would, unless a fault is queued for `operation`."""
+        fault = self.next_fault(operation)
+        if fault == "refuse":
+            raise self.refused_error(f"{operation}: refused")
+        if fault == "timeout":
+            raise self.timeout_error(f"{operation}: no answer")
+        result = effect()
+        if fault == "lost_reply":
+            raise self.timeout_error(f"{operation}: reply lost")
+        return result

@@ -24,6 +24,9 @@ from guahao.his.base import (
 
 
 class SimulatedHis(FaultQueue):
+    refused_error = HisRefused
+    timeout_error = HisTimeout
+
     def __init__(self) -> None:
         super().__init__()
         self._state = threading.Lock()
@@ -34,15 +37,7 @@ class SimulatedHis(FaultQueue):
     def _call(self, operation: str, hold_id: int, effect):
         with self._state:
             self.calls.append((operation, hold_id))
-            fault = self.next_fault(operation)
-            if fault == "refuse":
-                raise HisRefused(f"{operation}_refused")
-            if fault == "timeout":
-                raise HisTimeout(f"{operation}: no answer")
-            result = effect()
-            if fault == "lost_reply":
-                raise HisTimeout(f"{operation}: reply lost")
-            return result
+            return self.act(operation, effect)
 
     # --- the port ------------------------------------------------------------------------------
 

@@ -22,33 +22,25 @@ from guahao.payments.providers.base import (
 
 
 class FaultyProvider(FaultQueue):
+    refused_error = ProviderRefused
+    timeout_error = ProviderTimeout
+
     def __init__(self, inner: PaymentProvider) -> None:
         super().__init__()
         self.inner = inner
         self.name = inner.name
 
-    def _call(self, operation: str, effect):
-        fault = self.next_fault(operation)
-        if fault == "refuse":
-            raise ProviderRefused(f"SYSTEM_ERROR: {operation} refused")
-        if fault == "timeout":
-            raise ProviderTimeout(f"{operation}: no answer")
-        result = effect()
-        if fault == "lost_reply":
-            raise ProviderTimeout(f"{operation}: reply lost")
-        return result
-
     def create_order(self, request: OrderRequest) -> PayParams:
-        return self._call("create_order", lambda: self.inner.create_order(request))
+        return self.act("create_order", lambda: self.inner.create_order(request))
 
     def query_order(self, out_trade_no: str) -> TradeStatus:
-        return self._call("query_order", lambda: self.inner.query_order(out_trade_no))
+        return self.act("query_order", lambda: self.inner.query_order(out_trade_no))
 
     def close_order(self, out_trade_no: str) -> None:
-        return self._call("close_order", lambda: self.inner.close_order(out_trade_no))
+        return self.act("close_order", lambda: self.inner.close_order(out_trade_no))
 
     def refund(self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str) -> RefundStatus:
-        return self._call(
+        return self.act(
             "refund",
             lambda: self.inner.refund(
                 out_trade_no=out_trade_no, out_refund_no=out_refund_no, amount_fen=amount_fen, total_fen=total_fen, reason=reason
@@ -56,7 +48,7 @@ class FaultyProvider(FaultQueue):
         )
 
     def query_refund(self, out_refund_no: str) -> RefundStatus:
-        return self._call("query_refund", lambda: self.inner.query_refund(out_refund_no))
+        return self.act("query_refund", lambda: self.inner.query_refund(out_refund_no))
 
     def parse_notification(self, *, headers: dict[str, str], body: bytes) -> Notification:
         return self.inner.parse_notification(headers=headers, body=body)
