@@ -218,4 +218,3 @@ def run_worker() -> int:
     while (done := run_once(worker_id="test", send=client_send)) > 0:
         total += done
     return total
-
