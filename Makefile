@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The two commands of a developer's machine run in development mode: sandbox payments, SMS codes
+# in the log, keys generated under var/. Production is any other start (see README).
+run test: export GUAHAO_ENV := development
+
 run: $(STAMP)
 	$(BIN)/guahao migrate --noinput
 	$(BIN)/guahao collectstatic --noinput --verbosity 0

@@ -74,6 +74,7 @@ def bench_env(args: argparse.Namespace, workdir: Path, database_url: str, port: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUAHAO_") or k.startswith("GUAHAO_DB_POOL_")}
     env.update(
         GUAHAO_BENCH="1",
+        GUAHAO_ENV="development",  # the sandbox provider and generated data: never production
         GUAHAO_DATABASE_URL=database_url,
         GUAHAO_VAR_DIR=str(workdir / "var"),
         GUAHAO_DATA_KEY=secrets.token_hex(16),

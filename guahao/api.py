@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DataError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
@@ -11,6 +13,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.renderers import JSONRenderer
 
+from guahao.environment import DEVELOPMENT
 from guahao.errors import GuahaoError
 from guahao.validation import describe_validation_errors
 
@@ -22,11 +25,18 @@ class ChineseJSONRenderer(JSONRenderer):
     json_dumps_params = {"ensure_ascii": False}
 
 
+_DESCRIPTION = "医院线上预约挂号服务接口。错误统一为 {code, message}，message 为中文。"
+_DEVELOPMENT_NOTE = (
+    "**开发模式**（GUAHAO_ENV=development）：允许沙箱支付、日志短信通道和自动生成的密钥，"
+    "切勿用于真实患者。/ Development mode: never use with real patients.\n\n"
+)
+_development = settings.ENV == DEVELOPMENT
+
 api = NinjaAPI(
     renderer=ChineseJSONRenderer(),
-    title="guahao 挂号 API",
+    title="guahao 挂号 API" + ("（开发模式）" if _development else ""),
     version="1",
-    description="医院线上预约挂号服务接口。错误统一为 {code, message}，message 为中文。",
+    description=(_DEVELOPMENT_NOTE if _development else "") + _DESCRIPTION,
     urls_namespace="api-v1",
 )
 
@@ -37,7 +47,10 @@ def _error(request: HttpRequest, status: int, code: str, message: str, **extra: 
 
 @api.exception_handler(GuahaoError)
 def on_guahao_error(request: HttpRequest, exc: GuahaoError) -> HttpResponse:
-    return _error(request, exc.status, exc.code, exc.message, **exc.detail)
+    response = _error(request, exc.status, exc.code, exc.message, **exc.detail)
+    if exc.status == 429 and exc.detail.get("retry_after"):
+        response["Retry-After"] = str(exc.detail["retry_after"])
+    return response
 
 
 @api.exception_handler(NinjaValidationError)
@@ -71,6 +84,13 @@ def on_database_unavailable(request: HttpRequest, exc: OperationalError) -> Http
     # retries): nothing was written, and the patient may simply try again.
     log.warning("database unavailable", extra={"path": request.path, "error": str(exc)[:200]})
     return _error(request, 503, "database_unavailable", "系统繁忙，请稍后重试")
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # Django raises this when the body is first read; left alone it would be an HTML 400.
+    log.warning("request body too large", extra={"path": request.path, "content_length": request.META.get("CONTENT_LENGTH")})
+    return _error(request, 413, "payload_too_large", "请求内容过大")
 
 
 @api.exception_handler(HttpError)

@@ -57,7 +57,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The logs of the whole run must hold no phone or ID number in clear."""
+    """The logs of the whole run must hold no phone, ID number or visiting patient's name in clear."""
     import re
 
     for handler in logging.getLogger().handlers:
@@ -69,3 +69,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if clear:
         print(f"\nA phone or ID number reached the test run's log in clear: {TEST_LOG}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    folded = text.casefold()
+    names = sorted(name for name in _patient_names() if name.casefold() in folded)
+    if names:
+        print(f"\nVisiting patients' names reached the test run's log in clear ({', '.join(names)}): {TEST_LOG}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# Names the tests give visiting patients through the API and services (make_patient records its own).
+_API_PATIENT_NAMES = ("张三丰", "欧阳娜娜", "赵六", "王芳", "周杰", "张小明", "李娜", "别人家", "John Smith", "李五", "钱七")
+
+
+def _patient_names() -> set[str]:
+    from guahao.patients.realname.sandbox import ON_FILE
+    from guahao.testing import PATIENT_NAMES
+
+    # Compared case-folded: JOHN SMITH is John Smith.
+    return set(_API_PATIENT_NAMES) | set(ON_FILE.values()) | PATIENT_NAMES

@@ -12,16 +12,18 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from guahao.limits.clientip import client_ip
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 # Mainland ID (18), residence permits and foreigner IDs share the 18-character shape; phones are 11
 # digits starting with 1. Masking keeps the same shape as the responses (138****1234).
-_ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{3})\d{11}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+_ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d)\d{16}([0-9Xx])(?![0-9A-Za-z])")
 _PHONE_RE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 
 
 def scrub(text: str) -> str:
-    text = _ID_RE.sub(lambda m: m.group(1) + "*" * 11 + m.group(2), text)
+    text = _ID_RE.sub(lambda m: m.group(1) + "*" * 16 + m.group(2), text)
     return _PHONE_RE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
 
 
@@ -76,6 +78,7 @@ class RequestIdMiddleware:
                     "method": request.method,
                     "path": request.path,
                     "status": response.status_code,
+                    "client_ip": client_ip(request),
                     "ms": round((time.perf_counter() - started) * 1000, 1),
                 },
             )

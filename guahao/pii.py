@@ -13,17 +13,23 @@ import secrets
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from guahao.environment import DEVELOPMENT
+from guahao.files import write_private_once
 
 _NONCE = 12
 _TAG = 16
 
 
 def _dev_key(name: str) -> bytes:
-    """A development key kept under var/, made once; production sets GUAHAO_*_KEY instead."""
+    """A development key kept under var/ (owner-only), made once; production sets GUAHAO_*_KEY."""
+    if settings.ENV != DEVELOPMENT:
+        setting = f"GUAHAO_{name.upper()}_KEY"
+        raise ImproperlyConfigured(f"{setting} 未设置 / {setting} is missing")
     path = settings.VAR_DIR / f"{name}.key"
     if not path.exists():
-        path.write_text(secrets.token_hex(16))
-        os.chmod(path, 0o600)
+        write_private_once(path, secrets.token_hex(16))
     return bytes.fromhex(path.read_text().strip())
 
 
@@ -78,9 +84,11 @@ def mask_phone(phone: str) -> str:
 
 
 def mask_id_number(number: str) -> str:
-    if len(number) < 8:
+    """110101199003077777 → 1****************7: the first and last characters only (the region,
+    birth date and sex inside it are personal data too)."""
+    if len(number) < 3:
         return "*" * len(number)
-    return number[:3] + "*" * (len(number) - 7) + number[-4:]
+    return number[0] + "*" * (len(number) - 2) + number[-1]
 
 
 def token_hash(key: str) -> str:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from guahao.environment import DEV_SECRET_KEY, PRODUCTION
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("GUAHAO_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -16,8 +18,11 @@ def _env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
+# "development" (make run, the tests) allows sandboxes, the log SMS channel and generated keys;
+# anything else starts as production, which refuses all of them (guahao/environment.py).
+ENV = os.environ.get("GUAHAO_ENV", "").strip() or PRODUCTION
 DEBUG = _env_bool("GUAHAO_DEBUG", False)
-SECRET_KEY = os.environ.get("GUAHAO_SECRET_KEY") or "dev-only-not-secret-" + "x" * 32
+SECRET_KEY = os.environ.get("GUAHAO_SECRET_KEY") or DEV_SECRET_KEY
 ALLOWED_HOSTS = [h for h in os.environ.get("GUAHAO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("GUAHAO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -42,10 +47,15 @@ INSTALLED_APPS = [
     "guahao.his",
     "guahao.notifications",
     "guahao.policies",
+    "ninja",  # serves Swagger UI for /api/v1/docs from our static files, not a CDN
+    "guahao.limits",
+    "captcha",
 ]
 
 MIDDLEWARE = [
+    "guahao.csp.ContentSecurityPolicyMiddleware",  # outermost: every answer, early ones (429) too
     "guahao.logs.RequestIdMiddleware",
+    "guahao.limits.middleware.BrowseLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -121,6 +131,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 
+# The API takes small JSON bodies; a larger one is answered 413 {code, message} (guahao/api.py).
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("GUAHAO_MAX_BODY_BYTES", str(64 * 1024)))
+
 # --- personal data ----------------------------------------------------------------------------
 
 # 32 hex chars each (16 bytes). Development generates keys under var/ on first use; production must
@@ -133,8 +146,55 @@ INDEX_KEY = os.environ.get("GUAHAO_INDEX_KEY", "")
 HIS_ADAPTER = os.environ.get("GUAHAO_HIS_ADAPTER", "local_pool")
 SMS_CHANNEL = os.environ.get("GUAHAO_SMS_CHANNEL", "log")
 REALNAME_VERIFIER = os.environ.get("GUAHAO_REALNAME_VERIFIER", "sandbox")
-PAYMENT_PROVIDER = os.environ.get("GUAHAO_PAYMENT_PROVIDER", "sandbox")
+# The providers whose notifications are accepted (comma-separated), and the one new payments use
+# (GUAHAO_PAYMENT_PROVIDER, by default the first of the list).
+PAYMENT_PROVIDERS = [
+    p.strip()
+    for p in (os.environ.get("GUAHAO_PAYMENT_PROVIDERS") or os.environ.get("GUAHAO_PAYMENT_PROVIDER") or "sandbox").split(",")
+    if p.strip()
+]
+PAYMENT_PROVIDER = os.environ.get("GUAHAO_PAYMENT_PROVIDER", "").strip() or (PAYMENT_PROVIDERS or [""])[0]
+if PAYMENT_PROVIDER not in PAYMENT_PROVIDERS:
+    PAYMENT_PROVIDERS.append(PAYMENT_PROVIDER)
 SANDBOX_PAY_SECRET = os.environ.get("GUAHAO_SANDBOX_PAY_SECRET", "sandbox-merchant-key")
+# The `http` SMS channel and real-name verifier: signed JSON POSTs (guahao/signed_post.py).
+SMS_URL = os.environ.get("GUAHAO_SMS_URL", "")
+SMS_SECRET = os.environ.get("GUAHAO_SMS_SECRET", "")
+SMS_TIMEOUT = float(os.environ.get("GUAHAO_SMS_TIMEOUT", "5"))
+REALNAME_URL = os.environ.get("GUAHAO_REALNAME_URL", "")
+REALNAME_SECRET = os.environ.get("GUAHAO_REALNAME_SECRET", "")
+REALNAME_TIMEOUT = float(os.environ.get("GUAHAO_REALNAME_TIMEOUT", "5"))
+
+# --- abuse limits -----------------------------------------------------------------------------
+
+# Rate limits are shared by every process: in Redis when set (redis://127.0.0.1:6379/0), else in
+# the database. Redis is only a gate here, never the record of anything.
+REDIS_URL = os.environ.get("GUAHAO_REDIS_URL", "")
+REDIS_PREFIX = os.environ.get("GUAHAO_REDIS_PREFIX", "guahao:") + "rl:"
+# Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
+TRUSTED_PROXIES = [p for p in os.environ.get("GUAHAO_TRUSTED_PROXIES", "").split(",") if p.strip()]
+
+# Each rule: comma-separated windows "count/period" (s, m, h, d; "30/10m"), or "off".
+# Override one with GUAHAO_LIMIT_<RULE>, e.g. GUAHAO_LIMIT_SMS_CODE_IP="20/h,60/d".
+_LIMIT_DEFAULTS = {
+    "sms_code_ip": "10/h,30/d",  # sign-in codes asked for from one address
+    "sms_code_net": "30/h,120/d",  # … from one /24 (IPv4) or /64 (IPv6)
+    "login_ip": "30/10m,100/d",  # sign-in attempts (right or wrong code) from one address
+    "hold_account": "4/10m,12/d",  # slots held by one account (the release rule caps live holds too)
+    "hold_ip": "6/10m,30/d",  # … from one address: a family, not a bot farm
+    "patient_add_account": "5/h,10/d",  # visiting patients an account tries to add
+    "patient_add_ip": "5/h,10/d",  # … from one address
+    "browse_ip": "600/m",  # search and schedule pages: never met by a person
+    "captcha_ip": "3/h",  # sign-in codes from one address before the image captcha is asked
+}
+LIMITS = {
+    rule: os.environ.get(f"GUAHAO_LIMIT_{rule.upper()}", default)
+    for rule, default in _LIMIT_DEFAULTS.items()
+}
+# An image captcha before sign-in codes, once an address passes `captcha_ip` (off by default).
+CAPTCHA_ENABLED = _env_bool("GUAHAO_CAPTCHA", False)
+CAPTCHA_LENGTH = 4
+CAPTCHA_TIMEOUT = 5  # minutes
 
 # --- logging ----------------------------------------------------------------------------------
 

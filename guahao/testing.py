@@ -3,6 +3,7 @@ in with a bearer token. Tests of every app use these, so they share one picture 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -15,7 +16,7 @@ from django.test import Client
 from guahao import clock, pii
 from guahao.catalog.models import Department, Doctor, Hospital, Notice
 from guahao.patients.idcard import identity_index, parse_id_number
-from guahao.patients.models import Account, AccountPatient, AuthToken, Patient
+from guahao.patients.models import Account, AuthToken, Patient
 from guahao.scheduling.models import RegistrationType, ReleaseRule, Session, Slot
 
 _seq = itertools.count(1)
@@ -119,20 +120,33 @@ def make_id_number(birth: str = "19900307") -> str:
     return id_number_with_check(f"110105{birth}{next(_seq) % 1000:03d}")
 
 
-def make_patient(account: Account, *, name: str = "张三", relation: str = "self", id_number: str | None = None) -> Patient:
+# Every name make_patient gave a patient in this run: the whole-run log check (guahao/conftest.py)
+# looks for each of them in clear.
+PATIENT_NAMES: set[str] = set()
+
+
+def make_patient(
+    account: Account, *, name: str = "张三", relation: str = "self", id_number: str | None = None, phone: str | None = None
+) -> Patient:
+    """A verified visiting patient of `account` (its own record; the same `id_number` under another
+    account is the same real person)."""
     id_number = id_number or make_id_number()
-    patient = Patient.objects.create(
+    phone = phone or make_phone()
+    PATIENT_NAMES.add(name)
+    return Patient.objects.create(
+        account=account,
+        relation=relation,
         name=name,
+        name_index=pii.blind_index(name, purpose="name"),
         id_type=Patient.IdType.RESIDENT,
         id_number=id_number,
         id_index=identity_index(parse_id_number(id_number)),
         sex=Patient.Sex.MALE if int(id_number[16]) % 2 else Patient.Sex.FEMALE,
         birth_date=dt.date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14])),
-        phone=make_phone(),
+        phone=phone,
+        phone_index=pii.blind_index(phone, purpose="phone"),
         verified_at=clock.now(),
     )
-    AccountPatient.objects.create(account=account, patient=patient, relation=relation)
-    return patient
 
 
 def token_for(account: Account) -> str:
@@ -141,19 +155,32 @@ def token_for(account: Account) -> str:
         account=account,
         key_hash=pii.token_hash(key),
         created_at=clock.now(),
+        last_used_at=clock.now(),
         expires_at=clock.now() + dt.timedelta(days=30),
     )
     return key
 
 
+_addresses = itertools.count(1)
+
+
+def make_ip() -> str:
+    """A fresh client address (in 100.64.0.0/10, shared address space), so each
+    simulated patient meets the per-address limits on their own, as on real phones."""
+    n = next(_addresses)
+    return f"100.{64 + (n >> 16) % 64}.{(n >> 8) % 256}.{n % 256}"
+
+
 @dataclass
 class ApiClient:
-    """JSON over Django's test client, signed in as one account (or anonymous)."""
+    """JSON over Django's test client, signed in as one account (or anonymous), from its own
+    address."""
 
     token: str | None = None
+    ip: str = dataclasses.field(default_factory=make_ip)
 
     def __post_init__(self) -> None:
-        self.client = Client()
+        self.client = Client(REMOTE_ADDR=self.ip)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -1,5 +1,6 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from guahao.api import api
 from guahao.health import healthz
@@ -12,6 +13,10 @@ admin.site.index_title = "医院运营"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/v1/", api.urls),
-    path("sandbox/pay/<str:out_trade_no>", sandbox_pay_page, name="sandbox-pay"),
     path("admin/", admin.site.urls),
+    path("captcha/", include("captcha.urls")),
 ]
+
+# The sandbox cashier stands for a provider's own site: mounted only while the sandbox is configured.
+if "sandbox" in settings.PAYMENT_PROVIDERS:
+    urlpatterns.append(path("sandbox/pay/<str:out_trade_no>", sandbox_pay_page, name="sandbox-pay"))

@@ -15,6 +15,7 @@ from guahao.booking import services as booking
 from guahao.booking.messages import status_message
 from guahao.errors import UpstreamUnavailable
 from guahao.his.base import HisError
+from guahao.limits import services as limits
 from guahao.notifications import services as outbox
 from guahao.notifications.selectors import channel
 from guahao.patients import services as patients
@@ -104,6 +105,7 @@ def run_sweeps(*, worker_id: str) -> int:
     if _last_hourly is None or now - _last_hourly >= _HOURLY:
         _last_hourly = now
         patients.purge_expired_credentials(now=now)
+        limits.purge_expired(now=now)
     return work
 
 

@@ -89,12 +89,18 @@ def hold_counts(*, account: Account, now: dt.datetime) -> tuple[int, int]:
     return counts["live"], counts["today"]
 
 
-def patient_has_booking_in_session(*, patient_id: int, session_id: int, exclude_hold_id: int) -> bool:
+def patient_has_booking_in_session(*, patient_index: str, session_id: int, exclude_hold_id: int) -> bool:
+    """Whether the real person (by the ID's blind index, whichever account's record books them)
+    already has a registration or a live hold in this session."""
     active = (RegistrationStatus.BOOKED, RegistrationStatus.CHECKED_IN, RegistrationStatus.VISITED)
-    if Registration.objects.filter(patient_id=patient_id, session_id=session_id, status__in=active).exists():
-        return True
-    return (
-        Hold.objects.filter(_live_q(clock.now()), patient_id=patient_id, session_id=session_id)
+    # Holds first: a hold becomes a registration in one commit, so read in this order one of the
+    # two queries sees it whenever that commit lands between them.
+    if (
+        Hold.objects.filter(_live_q(clock.now()), patient__id_index=patient_index, session_id=session_id)
         .exclude(id=exclude_hold_id)
         .exists()
-    )
+    ):
+        return True
+    return Registration.objects.filter(
+        patient__id_index=patient_index, session_id=session_id, status__in=active
+    ).exists()

@@ -3,14 +3,17 @@ the encrypted columns are never form fields, and search goes through the blind i
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from guahao import clock, pii
 from guahao.errors import InvalidInput
-from guahao.patients.idcard import age_on, normalize_id_number, validate_phone
-from guahao.patients.models import Account, AccountPatient, Patient, PatientCard
+from guahao.patients import services
+from guahao.patients.idcard import age_on, normalize_id_number, validate_name, validate_phone
+from guahao.patients.models import Account, Patient, PatientAddAttempt, PatientCard
 
 
 def _phone_index_of(term: str) -> str | None:
@@ -29,10 +32,16 @@ class AccountAdmin(admin.ModelAdmin):
     search_fields = ("=id",)
     search_help_text = "按完整手机号或账号ID查找"
     ordering = ("-id",)
+    actions = ("end_all_tokens",)
 
     @admin.display(description="手机号")
     def masked_phone(self, obj: Account) -> str:
         return pii.mask_phone(obj.phone)
+
+    @admin.action(description="结束所选账号的全部登录（所有设备需重新登录）")
+    def end_all_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        ended = sum(services.end_all_tokens(account=account) for account in queryset)
+        self.message_user(request, f"已结束 {queryset.count()} 个账号的 {ended} 个登录")
 
     @admin.display(description="已绑定微信", boolean=True)
     def wechat_bound(self, obj: Account) -> bool:
@@ -41,6 +50,8 @@ class AccountAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
+        if not search_term.strip():
+            return queryset, False  # no search: the whole list (and what an action selected)
         index = _phone_index_of(search_term)
         if index:
             return queryset.filter(phone_index=index), False
@@ -61,8 +72,40 @@ class PatientCardInline(admin.TabularInline):
     fields = ("hospital", "card_no")
 
 
+class RemovedFilter(admin.SimpleListFilter):
+    title = "状态"
+    parameter_name = "removed"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("no", "在列表中"), ("yes", "已移除")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("no", "yes"):
+            return queryset.filter(removed_at__isnull=self.value() == "no")
+        return queryset
+
+
+def _id_indexes_of(term: str) -> list[str]:
+    """The blind indexes a full ID number has under each document type (the operator may not know
+    which document the patient used)."""
+    number = normalize_id_number(term)
+    if len(number) != 18:
+        return []
+    return [pii.blind_index(f"{t}:{number}", purpose="id") for t in Patient.IdType.values]
+
+
+def _name_index_of(term: str) -> str | None:
+    try:
+        return pii.blind_index(validate_name(term), purpose="name")
+    except InvalidInput:
+        return None
+
+
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
+    """Each account's own visiting-patient records. Age, never the birth date; masked name, phone
+    and ID number; the same real person under several accounts shows as several records."""
+
     list_display = (
         "id",
         "masked_name",
@@ -71,10 +114,15 @@ class PatientAdmin(admin.ModelAdmin):
         "sex",
         "age",
         "masked_phone",
+        "account",
+        "relation",
         "verified_at",
+        "removed_at",
     )
-    list_filter = ("id_type", "sex")
+    list_filter = (RemovedFilter, "relation", "id_type", "sex")
     fields = (
+        "account",
+        "relation",
         "masked_name",
         "id_type",
         "masked_id_number",
@@ -83,10 +131,12 @@ class PatientAdmin(admin.ModelAdmin):
         "masked_phone",
         "verified_at",
         "created_at",
+        "removed_at",
     )
     readonly_fields = fields
-    search_fields = ("name",)
-    search_help_text = "按完整姓名或完整证件号码查找"
+    list_select_related = ("account",)
+    search_fields = ("name_index",)  # shows the search box; the lookup is get_search_results
+    search_help_text = "按完整姓名、完整证件号码或完整手机号（就诊人或账号的）查找"
     ordering = ("-id",)
     inlines = (PatientCardInline,)
 
@@ -109,14 +159,16 @@ class PatientAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        number = normalize_id_number(search_term)
-        if len(number) == 18:
-            indexes = [
-                pii.blind_index(f"{t}:{number}", purpose="id") for t in Patient.IdType.values
-            ]
-            return queryset.filter(id_index__in=indexes), False
         term = search_term.strip()
-        return (queryset.filter(name=term) if term else queryset), False
+        if not term:
+            return queryset, False
+        if ids := _id_indexes_of(term):
+            return queryset.filter(id_index__in=ids), False
+        if phone := _phone_index_of(term):
+            return queryset.filter(Q(phone_index=phone) | Q(account__phone_index=phone)), False
+        if name := _name_index_of(term):
+            return queryset.filter(name_index=name), False
+        return queryset.none(), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # patients are added by their accounts, through real-name verification
@@ -128,24 +180,51 @@ class PatientAdmin(admin.ModelAdmin):
         return False  # registrations refer to the patient
 
 
-@admin.register(AccountPatient)
-class AccountPatientAdmin(admin.ModelAdmin):
-    list_display = ("id", "account", "patient", "relation", "created_at")
-    list_filter = ("relation",)
-    fields = ("account", "patient", "relation", "created_at")
+@admin.register(PatientAddAttempt)
+class PatientAddAttemptAdmin(admin.ModelAdmin):
+    """Every try to add a visiting patient: who tried, from where, and how it ended. Many refusals
+    from one account or address are someone trying names or ID numbers."""
+
+    list_display = ("id", "created_at", "account", "client_ip", "outcome", "patient")
+    list_filter = ("outcome", "created_at")
+    fields = ("created_at", "account", "client_ip", "outcome", "patient")
     readonly_fields = fields
-    search_fields = ("=account__id", "=patient__id")
-    search_help_text = "按账号ID或就诊人ID查找"
     list_select_related = ("account", "patient")
+    search_fields = ("=client_ip",)
+    search_help_text = "按完整手机号（账号）、完整证件号码、IP 地址或账号ID查找"
+    date_hierarchy = "created_at"
     ordering = ("-id",)
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if ids := _id_indexes_of(term):
+            return queryset.filter(id_index__in=ids), False
+        if phone := _phone_index_of(term):
+            return queryset.filter(account__phone_index=phone), False
+        if term.isdigit():
+            return queryset.filter(account_id=int(term)), False
+        try:
+            ipaddress.ip_address(term)
+        except ValueError:
+            return queryset.none(), False
+        return queryset.filter(client_ip=term), False
+
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # linking goes through the account's own real-name flow
+        return False
 
     def has_change_permission(
-        self, request: HttpRequest, obj: AccountPatient | None = None
+        self, request: HttpRequest, obj: PatientAddAttempt | None = None
     ) -> bool:
         return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: PatientAddAttempt | None = None
+    ) -> bool:
+        return False  # the record of who tried what is kept
 
 
 @admin.register(PatientCard)

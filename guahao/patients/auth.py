@@ -5,19 +5,25 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from guahao.patients import services
 from guahao.patients.models import Account
-from guahao.patients.selectors import account_for_token
+from guahao.patients.selectors import token_for_key
 
 # token_urlsafe(32) is 43 characters; anything far longer is not one of ours.
 _MAX_TOKEN_LENGTH = 128
 
 
 class BearerAuth(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> Account | None:  # noqa: ARG002
+    def authenticate(self, request: HttpRequest, token: str) -> Account | None:
         token = token.strip()
         if not token or len(token) > _MAX_TOKEN_LENGTH:
             return None
-        return account_for_token(token)
+        found = token_for_key(token)
+        if found is None:
+            return None
+        services.touch_token(found)
+        request.auth_token = found  # logout ends this one
+        return found.account
 
 
 bearer = BearerAuth()

@@ -1,4 +1,4 @@
-"""Reads for accounts and visiting patients. An account sees only the patients linked to it."""
+"""Reads for accounts and visiting patients. An account sees only its own patients."""
 
 from __future__ import annotations
 
@@ -6,37 +6,47 @@ from django.db.models import QuerySet
 
 from guahao import clock, pii
 from guahao.errors import NotFound
-from guahao.patients.models import Account, AccountPatient, AuthToken, Patient
+from guahao.patients.models import Account, AuthToken, Patient
 
 
-def account_for_token(key: str) -> Account | None:
-    """The active account a live bearer token belongs to, or None (unknown, expired, disabled)."""
+def token_for_key(key: str) -> AuthToken | None:
+    """The live bearer token of an active account, or None (unknown, ended, expired, disabled)."""
     if not key:
         return None
-    token = (
+    return (
         AuthToken.objects.select_related("account")
         .filter(key_hash=pii.token_hash(key), expires_at__gt=clock.now(), account__is_active=True)
         .first()
     )
+
+
+def account_for_token(key: str) -> Account | None:
+    token = token_for_key(key)
     return token.account if token else None
+
+
+def tokens_of(account: Account) -> QuerySet[AuthToken]:
+    """The account's signed-in devices, most recently used first."""
+    return AuthToken.objects.filter(account=account, expires_at__gt=clock.now()).order_by(
+        "-last_used_at", "-id"
+    )
 
 
 def account_for_phone(phone: str) -> Account | None:
     return Account.objects.filter(phone_index=pii.blind_index(phone, purpose="phone")).first()
 
 
-def patients_of(account: Account) -> QuerySet[AccountPatient]:
-    """The account's visiting patients as links (the link carries the relation), oldest first."""
-    return (
-        AccountPatient.objects.select_related("patient")
-        .filter(account=account)
-        .order_by("created_at", "id")
+def patients_of(account: Account) -> QuerySet[Patient]:
+    """The account's own visiting patients (removed ones hidden), oldest first."""
+    return Patient.objects.filter(account=account, removed_at__isnull=True).order_by(
+        "created_at", "id"
     )
 
 
 def get_patient_for_account(*, account: Account, patient_id: int) -> Patient:
-    """Another account's patient is answered exactly like a missing one."""
-    patient = Patient.objects.filter(id=patient_id, account_links__account=account).first()
+    """One of the account's own active visiting patients. Another account's patient, or a removed
+    one, is answered exactly like a missing one."""
+    patient = patients_of(account).filter(id=patient_id).first()
     if patient is None:
         raise NotFound("就诊人不存在", code="patient_not_found")
     return patient

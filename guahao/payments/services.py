@@ -22,7 +22,7 @@ from guahao.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from guahao.notifications.services import emit
 from guahao.payments import selectors
 from guahao.payments.models import Payment, Refund
-from guahao.payments.providers import UnknownProvider, provider
+from guahao.payments.providers import UnknownProvider, accepts_notifications_from, provider
 from guahao.payments.providers.base import (
     BadNotification,
     Notification,
@@ -235,16 +235,23 @@ def record_notification(*, provider_name: str, headers: dict[str, str], body: by
     moves its payment to PAID and writes "payment.paid"; a finished refund moves the refund to
     SUCCEEDED, adds to the payment's refunded amount and writes "refund.succeeded". Repeated and
     concurrent deliveries change state once. Raises BadNotification (bad signature, stale, replayed,
-    unknown order, amount mismatch) and UnknownProvider."""
+    unknown order, amount mismatch) and UnknownProvider (also for a provider that exists but is not
+    configured). Nothing is written before the signature checks out."""
+    if not accepts_notifications_from(provider_name):
+        raise UnknownProvider(f"payment provider {provider_name!r} is not configured")
     gateway = provider(provider_name)
-    prune_seen_nonces()
     with transaction.atomic():
         note = gateway.parse_notification(headers=headers, body=body)
         if note.kind == "trade":
-            return _record_trade_paid(provider_name=provider_name, note=note)
-        if note.kind == "refund":
-            return _record_refund_succeeded(provider_name=provider_name, note=note)
-        raise BadNotification(f"unknown notification kind {note.kind!r}")
+            recorded = _record_trade_paid(provider_name=provider_name, note=note)
+        elif note.kind == "refund":
+            recorded = _record_refund_succeeded(provider_name=provider_name, note=note)
+        else:
+            raise BadNotification(f"unknown notification kind {note.kind!r}")
+    # Outside the recording transaction, so concurrent notifications do not hold each other's row
+    # locks, and only for a verified one, so unsigned junk cannot make us write.
+    prune_seen_nonces()
+    return recorded
 
 
 def request_refund(*, payment: Payment, amount_fen: int, reason: str, refund_no: str) -> Refund:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -27,6 +28,8 @@ _OUTCOMES = {
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def sandbox_pay_page(request: HttpRequest, out_trade_no: str) -> HttpResponse:
+    if "sandbox" not in settings.PAYMENT_PROVIDERS:  # guahao/urls.py mounts it only then, too
+        raise Http404
     wants_json = request.content_type == "application/json" or "application/json" in request.headers.get(
         "Accept", ""
     )

@@ -15,6 +15,7 @@ from guahao.booking.services.common import (
     CLAIMABLE,
     free_slot,
     his,
+    lock_person_in_session,
     lock_slot,
     log,
     service_phone_hint,
@@ -261,15 +262,23 @@ def confirm_hold(*, account: Account, hold_id: int, patient_id: int, channel: st
             f"该就诊人因「{restriction.reason}」被限制预约至 {restriction.until:%Y年%m月%d日}",
             code="patient_restricted",
         )
-    if selectors.patient_has_booking_in_session(patient_id=patient.id, session_id=hold.session_id, exclude_hold_id=hold.id):
-        raise Conflict("该就诊人已预约本次出诊，请勿重复挂号", code="duplicate_booking")
     # The condition on the row itself: any patient while HELD, the same one once PAYING.
     unchanged_patient = Q(state=HoldState.HELD) | Q(state=HoldState.PAYING, patient_id=patient.id)
-    updated = atomic_retry(
-        lambda: Hold.objects.filter(unchanged_patient, id=hold.id, expires_at__gt=now).update(
+
+    def attach() -> int:
+        # One confirmation per real person and session at a time (by the person, not the record:
+        # another account's record of them counts too), so two accounts confirming the same
+        # person at once cannot both pass the check below before either has written.
+        lock_person_in_session(session_id=hold.session_id, patient_index=patient.id_index)
+        if selectors.patient_has_booking_in_session(
+            patient_index=patient.id_index, session_id=hold.session_id, exclude_hold_id=hold.id
+        ):
+            raise Conflict("该就诊人已预约本次出诊，请勿重复挂号", code="duplicate_booking")
+        return Hold.objects.filter(unchanged_patient, id=hold.id, expires_at__gt=now).update(
             patient=patient, channel=channel, insurance=insurance, updated_at=now
         )
-    )
+
+    updated = atomic_retry(attach)
     if not updated:
         current = Hold.objects.get(id=hold.id)
         if selectors.effective_state(current, now) == HoldState.PAYING:

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from guahao.patients.realname.base import RealnameRejected, RealnameUnavailable, RealnameVerifier
 
-__all__ = ["RealnameRejected", "RealnameUnavailable", "RealnameVerifier", "verifier"]
+__all__ = [
+    "DEVELOPMENT_ONLY",
+    "VERIFIERS",
+    "RealnameRejected",
+    "RealnameUnavailable",
+    "RealnameVerifier",
+    "verifier",
+]
+
+# name → "module:class"; a verifier is imported only when used.
+VERIFIERS: dict[str, str] = {
+    "sandbox": "guahao.patients.realname.sandbox:SandboxRealnameVerifier",
+    "http": "guahao.patients.realname.http:HttpRealnameVerifier",
+}
+# Verifies nobody's identity: production refuses to start with it (guahao.environment).
+DEVELOPMENT_ONLY = frozenset({"sandbox"})
 
 
 def verifier() -> RealnameVerifier:
-    name = settings.REALNAME_VERIFIER
-    if name == "sandbox":
-        from guahao.patients.realname.sandbox import SandboxRealnameVerifier
-
-        return SandboxRealnameVerifier()
-    raise ImproperlyConfigured(f"unknown GUAHAO_REALNAME_VERIFIER {name!r}")
+    target = VERIFIERS.get(settings.REALNAME_VERIFIER)
+    if target is None:
+        raise ImproperlyConfigured(f"unknown GUAHAO_REALNAME_VERIFIER {settings.REALNAME_VERIFIER!r}")
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)()

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from guahao.patients.sms.base import SmsNotSent, SmsSender
 
-__all__ = ["SmsNotSent", "SmsSender", "sender"]
+__all__ = ["CHANNELS", "DEVELOPMENT_ONLY", "SmsNotSent", "SmsSender", "sender"]
+
+# name → "module:class"; a channel is imported only when used.
+CHANNELS: dict[str, str] = {
+    "log": "guahao.patients.sms.log:LogSmsSender",
+    "http": "guahao.patients.sms.http:HttpSmsSender",
+}
+# Writes sign-in codes to the log: production refuses to start with it (guahao.environment).
+DEVELOPMENT_ONLY = frozenset({"log"})
 
 
 def sender() -> SmsSender:
-    name = settings.SMS_CHANNEL
-    if name == "log":
-        from guahao.patients.sms.log import LogSmsSender
-
-        return LogSmsSender()
-    raise ImproperlyConfigured(f"unknown GUAHAO_SMS_CHANNEL {name!r}")
+    target = CHANNELS.get(settings.SMS_CHANNEL)
+    if target is None:
+        raise ImproperlyConfigured(f"unknown GUAHAO_SMS_CHANNEL {settings.SMS_CHANNEL!r}")
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)()

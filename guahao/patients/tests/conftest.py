@@ -25,3 +25,9 @@ def sms_outbox(monkeypatch: pytest.MonkeyPatch) -> SmsOutbox:
     outbox = SmsOutbox()
     monkeypatch.setattr(sms, "sender", lambda: outbox)
     return outbox
+
+
+@pytest.fixture
+def roomy_add_limits(settings) -> None:
+    """Room for many patient adds in one test, for tests of other rules than the add limits."""
+    settings.LIMITS = settings.LIMITS | {"patient_add_account": "100/h", "patient_add_ip": "100/h"}

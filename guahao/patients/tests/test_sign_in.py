@@ -19,11 +19,14 @@ from guahao.testing import make_account, make_phone
 
 pytestmark = pytest.mark.django_db
 
+# Distinct per test module so address limits never carry over between files.
+IP = "198.51.100.7"
+
 
 def test_a_code_is_six_digits_and_stored_only_as_a_keyed_hash(sms_outbox) -> None:
     phone = make_phone()
 
-    services.send_sms_code(phone=phone)
+    services.send_sms_code(phone=phone, client_ip=IP)
 
     code = sms_outbox.last_code(phone)
     stored = SmsCode.objects.get()
@@ -35,22 +38,22 @@ def test_a_code_is_six_digits_and_stored_only_as_a_keyed_hash(sms_outbox) -> Non
 
 def test_a_second_code_within_60_seconds_is_refused_with_the_wait(sms_outbox) -> None:
     phone = make_phone()
-    services.send_sms_code(phone=phone)
+    services.send_sms_code(phone=phone, client_ip=IP)
 
     with clock.travel(dt.timedelta(seconds=45)), pytest.raises(RateLimited) as refused:
-        services.send_sms_code(phone=phone)
+        services.send_sms_code(phone=phone, client_ip=IP)
 
     assert refused.value.status == 429
     assert "请15秒后再试" in refused.value.message
     assert refused.value.detail["retry_after"] == 15
     with clock.travel(dt.timedelta(seconds=60)):
-        services.send_sms_code(phone=phone)
+        services.send_sms_code(phone=phone, client_ip=IP)
     assert len(sms_outbox.sent) == 2
 
 
 def test_the_resend_limit_is_per_phone(sms_outbox) -> None:
-    services.send_sms_code(phone=make_phone())
-    services.send_sms_code(phone=make_phone())
+    services.send_sms_code(phone=make_phone(), client_ip=IP)
+    services.send_sms_code(phone=make_phone(), client_ip=IP)
 
     assert len(sms_outbox.sent) == 2
 
@@ -61,11 +64,12 @@ def test_at_most_ten_codes_per_phone_per_day(sms_outbox) -> None:
     with clock.frozen_at(clock.at_local(clock.today() + dt.timedelta(days=1), dt.time(0, 1))):
         for minute in range(services.SMS_DAILY_LIMIT):
             with clock.travel(dt.timedelta(minutes=minute)):
-                services.send_sms_code(phone=phone)
+                # From many addresses: this is the phone's own limit, not an address's.
+                services.send_sms_code(phone=phone, client_ip=f"203.0.{minute}.9")
         with clock.travel(dt.timedelta(minutes=30)), pytest.raises(RateLimited) as refused:
-            services.send_sms_code(phone=phone)
+            services.send_sms_code(phone=phone, client_ip="203.0.99.9")
         with clock.travel(dt.timedelta(days=1)):
-            services.send_sms_code(phone=phone)
+            services.send_sms_code(phone=phone, client_ip=IP)
 
     assert "今日获取验证码已达10次" in refused.value.message
     assert len(sms_outbox.sent) == services.SMS_DAILY_LIMIT + 1
@@ -73,9 +77,9 @@ def test_at_most_ten_codes_per_phone_per_day(sms_outbox) -> None:
 
 def test_login_creates_the_account_with_an_encrypted_phone(sms_outbox) -> None:
     phone = make_phone()
-    services.send_sms_code(phone=phone)
+    services.send_sms_code(phone=phone, client_ip=IP)
 
-    token = services.login(phone=phone, code=sms_outbox.last_code(phone))
+    token = services.login(phone=phone, code=sms_outbox.last_code(phone), client_ip=IP)
 
     account = selectors.account_for_token(token)
     assert account is not None
@@ -89,9 +93,9 @@ def test_login_creates_the_account_with_an_encrypted_phone(sms_outbox) -> None:
 
 def test_login_signs_in_to_the_existing_account(sms_outbox) -> None:
     account = make_account()
-    services.send_sms_code(phone=account.phone)
+    services.send_sms_code(phone=account.phone, client_ip=IP)
 
-    token = services.login(phone=account.phone, code=sms_outbox.last_code(account.phone))
+    token = services.login(phone=account.phone, code=sms_outbox.last_code(account.phone), client_ip=IP)
 
     assert selectors.account_for_token(token) == account
     assert Account.objects.count() == 1
@@ -99,39 +103,39 @@ def test_login_signs_in_to_the_existing_account(sms_outbox) -> None:
 
 def test_a_code_works_only_once(sms_outbox) -> None:
     phone = make_phone()
-    services.send_sms_code(phone=phone)
+    services.send_sms_code(phone=phone, client_ip=IP)
     code = sms_outbox.last_code(phone)
-    services.login(phone=phone, code=code)
+    services.login(phone=phone, code=code, client_ip=IP)
 
     with pytest.raises(InvalidInput, match="验证码已使用，请重新获取"):
-        services.login(phone=phone, code=code)
+        services.login(phone=phone, code=code, client_ip=IP)
     assert AuthToken.objects.count() == 1
 
 
 def test_a_code_expires_after_five_minutes(sms_outbox) -> None:
     phone = make_phone()
-    services.send_sms_code(phone=phone)
+    services.send_sms_code(phone=phone, client_ip=IP)
     code = sms_outbox.last_code(phone)
 
     with clock.travel(dt.timedelta(minutes=5)), pytest.raises(InvalidInput, match="验证码已过期"):
-        services.login(phone=phone, code=code)
+        services.login(phone=phone, code=code, client_ip=IP)
     with clock.travel(dt.timedelta(minutes=4, seconds=59)):
-        assert services.login(phone=phone, code=code)
+        assert services.login(phone=phone, code=code, client_ip=IP)
 
 
 def test_five_wrong_tries_kill_the_code(sms_outbox) -> None:
     phone = make_phone()
-    services.send_sms_code(phone=phone)
+    services.send_sms_code(phone=phone, client_ip=IP)
     code = sms_outbox.last_code(phone)
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
 
     messages = []
     for _ in range(services.SMS_MAX_WRONG_TRIES):
         with pytest.raises((InvalidInput, RateLimited)) as refused:
-            services.login(phone=phone, code=wrong)
+            services.login(phone=phone, code=wrong, client_ip=IP)
         messages.append(refused.value.message)
     with pytest.raises(RateLimited, match="验证码错误次数过多，请重新获取"):
-        services.login(phone=phone, code=code)
+        services.login(phone=phone, code=code, client_ip=IP)
 
     assert messages[0] == "验证码不正确，还可以再试4次"
     assert messages[3] == "验证码不正确，还可以再试1次"
@@ -142,31 +146,31 @@ def test_five_wrong_tries_kill_the_code(sms_outbox) -> None:
 
 def test_a_new_code_replaces_the_old_one(sms_outbox) -> None:
     phone = make_phone()
-    services.send_sms_code(phone=phone)
+    services.send_sms_code(phone=phone, client_ip=IP)
     old = sms_outbox.last_code(phone)
     with clock.travel(dt.timedelta(seconds=61)):
-        services.send_sms_code(phone=phone)
+        services.send_sms_code(phone=phone, client_ip=IP)
         new = sms_outbox.last_code(phone)
         if old != new:
             with pytest.raises(InvalidInput):
-                services.login(phone=phone, code=old)
-        assert services.login(phone=phone, code=new)
+                services.login(phone=phone, code=old, client_ip=IP)
+        assert services.login(phone=phone, code=new, client_ip=IP)
 
 
 def test_login_without_a_code_sent_is_refused(sms_outbox) -> None:
     with pytest.raises(InvalidInput, match="请先获取验证码"):
-        services.login(phone=make_phone(), code="123456")
+        services.login(phone=make_phone(), code="123456", client_ip=IP)
 
 
 @pytest.mark.parametrize("code", ["12345", "1234567", "abcdef", ""])
 def test_a_code_must_be_six_digits(code: str) -> None:
     with pytest.raises(InvalidInput, match="验证码应为6位数字"):
-        services.login(phone=make_phone(), code=code)
+        services.login(phone=make_phone(), code=code, client_ip=IP)
 
 
 def test_an_invalid_phone_gets_no_code(sms_outbox) -> None:
     with pytest.raises(InvalidInput, match="手机号格式不正确"):
-        services.send_sms_code(phone="1234")
+        services.send_sms_code(phone="1234", client_ip=IP)
     assert sms_outbox.sent == []
 
 
@@ -221,7 +225,7 @@ def test_send_sms_code_uses_the_configured_log_channel(settings) -> None:
     logger = logging.getLogger("guahao.sms")
     logger.addHandler(handler)
     try:
-        services.send_sms_code(phone="13912345678")
+        services.send_sms_code(phone="13912345678", client_ip=IP)
     finally:
         logger.removeHandler(handler)
 
@@ -232,7 +236,7 @@ def test_send_sms_code_uses_the_configured_log_channel(settings) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_two_simultaneous_logins_with_one_code_get_one_token(sms_outbox) -> None:
     phone = make_phone()
-    services.send_sms_code(phone=phone)
+    services.send_sms_code(phone=phone, client_ip=IP)
     code = sms_outbox.last_code(phone)
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
@@ -240,7 +244,7 @@ def test_two_simultaneous_logins_with_one_code_get_one_token(sms_outbox) -> None
     def attempt() -> None:
         try:
             barrier.wait()
-            services.login(phone=phone, code=code)
+            services.login(phone=phone, code=code, client_ip=IP)
             outcomes.append("token")
         except InvalidInput:
             outcomes.append("refused")
@@ -262,9 +266,22 @@ def test_expired_codes_and_tokens_are_purged():
     from guahao.patients.services import purge_expired_credentials
     from guahao.testing import token_for
 
-    services.send_sms_code(phone="13511112222")
+    services.send_sms_code(phone="13511112222", client_ip=IP)
     token_for(make_account())
     assert purge_expired_credentials(now=clock.now()) == 0
     later = clock.now() + dt.timedelta(days=31)
     assert purge_expired_credentials(now=later) == 2
     assert not SmsCode.objects.exists() and not AuthToken.objects.exists()
+
+
+@pytest.mark.django_db
+def test_patient_add_attempts_are_kept_six_months() -> None:
+    from guahao.patients.models import PatientAddAttempt
+    from guahao.patients.services import purge_expired_credentials
+
+    account = make_account()
+    PatientAddAttempt.objects.create(
+        account=account, client_ip=IP, outcome="realname_rejected", created_at=clock.now()
+    )
+    assert purge_expired_credentials(now=clock.now() + dt.timedelta(days=180)) == 0
+    assert purge_expired_credentials(now=clock.now() + dt.timedelta(days=184)) == 1

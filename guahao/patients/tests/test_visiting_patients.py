@@ -1,5 +1,6 @@
-"""Visiting patients: real-name verified, one row per real person shared by accounts, at most five
-per account and one 本人, removable without losing the person's record."""
+"""Visiting patients: real-name verified every time, each account's own record (the same real person
+under two accounts is two records with one id_index), at most five active per account and one 本人,
+removable without losing the record that registrations point to."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from guahao import pii
 from guahao.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from guahao.patients import selectors, services
-from guahao.patients.models import AccountPatient, Patient
+from guahao.patients.models import Patient
 from guahao.patients.realname import sandbox
 from guahao.testing import (
     id_number_with_check,
@@ -21,14 +22,15 @@ from guahao.testing import (
 pytestmark = pytest.mark.django_db
 
 
-def _add(account, *, name="张三", id_number=None, relation="other", id_type="resident"):
+def _add(account, *, name="张三", id_number=None, relation="other", id_type="resident", phone=None):
     return services.add_patient(
         account=account,
         name=name,
         id_type=id_type,
         id_number=id_number or make_id_number(),
-        phone=make_phone(),
+        phone=phone or make_phone(),
         relation=relation,
+        client_ip="10.0.0.1",
     )
 
 
@@ -36,36 +38,48 @@ def test_adding_a_patient_stores_the_identity_encrypted_and_indexed() -> None:
     account = make_account()
     number = id_number_with_check("11010519900307123")
 
-    link = _add(account, name="张三丰", id_number=number, relation="self")
+    patient = _add(account, name="张三丰", id_number=number, relation="self", phone="13812345678")
 
-    patient = link.patient
-    assert link.relation == "self"
+    assert patient.account == account
+    assert patient.relation == "self"
     assert patient.name == "张三丰"
+    assert patient.name_index == pii.blind_index("张三丰", purpose="name")
     assert patient.id_number == number
     assert patient.id_index == pii.blind_index(f"resident:{number}", purpose="id")
+    assert patient.phone == "13812345678"
+    assert patient.phone_index == pii.blind_index("13812345678", purpose="phone")
     assert patient.sex == "M"
     assert str(patient.birth_date) == "1990-03-07"
     assert patient.verified_at is not None
-    assert list(selectors.patients_of(account)) == [link]
+    assert patient.removed_at is None
+    assert list(selectors.patients_of(account)) == [patient]
+    assert Patient.objects.get(pk=patient.pk).birth_date == patient.birth_date
 
 
-def test_one_real_person_is_one_patient_row_shared_by_accounts() -> None:
+def test_each_account_keeps_its_own_record_of_the_same_person() -> None:
     number = make_id_number()
-    first = _add(make_account(), name="李娜", id_number=number, relation="parent")
-    second = _add(make_account(), name="李娜", id_number=number, relation="child")
+    first = _add(make_account(), name="John Smith", id_number=number, relation="parent")
+    second = _add(make_account(), name="JOHN SMITH", id_number=number, relation="child")
 
-    assert first.patient == second.patient
+    assert first.pk != second.pk
+    assert first.id_index == second.id_index  # the same real person, for the rules that follow them
+    assert (first.name, first.relation) == ("John Smith", "parent")
+    assert (second.name, second.relation) == ("JOHN SMITH", "child")
+    assert first.phone != second.phone
+    assert Patient.objects.count() == 2
+
+
+def test_a_person_on_file_elsewhere_is_still_verified() -> None:
+    number = make_id_number()
+    _add(make_account(), name="王芳", id_number=number)
+
+    with sandbox.outage(), pytest.raises(UpstreamUnavailable):
+        _add(make_account(), name="王芳", id_number=number)
+
     assert Patient.objects.count() == 1
 
 
-def test_a_known_id_number_under_another_name_is_refused() -> None:
-    number = make_id_number()
-    _add(make_account(), name="李娜", id_number=number)
-
-    with pytest.raises(InvalidInput, match="姓名与证件号码不一致"):
-        _add(make_account(), name="李雷", id_number=number)
-
-
+@pytest.mark.usefixtures("roomy_add_limits")
 def test_the_sixth_patient_is_refused() -> None:
     account = make_account()
     for _ in range(services.MAX_PATIENTS_PER_ACCOUNT):
@@ -76,7 +90,7 @@ def test_the_sixth_patient_is_refused() -> None:
 
     assert refused.value.message == "每个账号最多添加5位就诊人"
     assert refused.value.status == 409
-    assert AccountPatient.objects.filter(account=account).count() == 5
+    assert selectors.patients_of(account).count() == 5
 
 
 def test_only_one_self_per_account() -> None:
@@ -101,8 +115,8 @@ def test_the_same_number_as_another_document_type_is_another_person() -> None:
     with pytest.raises(InvalidInput, match="港澳台居民居住证"):
         _add(make_account(), id_number=number, id_type="resident")
 
-    link = _add(make_account(), id_number=number, id_type="hmt_residence")
-    assert link.patient.id_type == "hmt_residence"
+    patient = _add(make_account(), id_number=number, id_type="hmt_residence")
+    assert patient.id_type == "hmt_residence"
 
 
 def test_realname_rejection_is_told_to_the_patient_and_nothing_is_stored() -> None:
@@ -120,7 +134,7 @@ def test_sandbox_identities_on_file_pass_only_under_their_name() -> None:
     with pytest.raises(InvalidInput, match="实名核验未通过"):
         _add(make_account(), name="赵六", id_number=number)
 
-    assert _add(make_account(), name=name, id_number=number).patient.name == name
+    assert _add(make_account(), name=name, id_number=number).name == name
 
 
 def test_realname_service_down_is_a_clear_503_and_stores_nothing() -> None:
@@ -132,23 +146,10 @@ def test_realname_service_down_is_a_clear_503_and_stores_nothing() -> None:
     assert not Patient.objects.exists()
 
 
-def test_an_already_verified_person_needs_no_new_verification() -> None:
-    number = make_id_number()
-    _add(make_account(), name="王芳", id_number=number)
-
-    with sandbox.outage():
-        link = _add(make_account(), name="王芳", id_number=number)
-
-    assert link.patient.name == "王芳"
-
-
 def test_invalid_input_is_refused_before_anything_is_stored() -> None:
     account = make_account()
     with pytest.raises(InvalidInput, match="手机号格式不正确"):
-        services.add_patient(
-            account=account, name="张三", id_type="resident", id_number=make_id_number(),
-            phone="123", relation="self",
-        )  # fmt: skip
+        _add(account, phone="123", relation="self")
     with pytest.raises(InvalidInput, match="与就诊人关系"):
         _add(account, relation="friend")
     with pytest.raises(InvalidInput, match="姓名"):
@@ -156,14 +157,19 @@ def test_invalid_input_is_refused_before_anything_is_stored() -> None:
     assert not Patient.objects.exists()
 
 
-def test_removing_a_patient_unlinks_but_keeps_the_person() -> None:
+def test_removing_a_patient_hides_it_but_keeps_the_record() -> None:
     account = make_account()
     patient = make_patient(account)
 
     services.remove_patient(account=account, patient_id=patient.pk)
 
     assert not selectors.patients_of(account).exists()
-    assert Patient.objects.filter(pk=patient.pk).exists()
+    patient.refresh_from_db()
+    assert patient.removed_at is not None
+    with pytest.raises(NotFound):
+        selectors.get_patient_for_account(account=account, patient_id=patient.pk)
+    with pytest.raises(NotFound):  # removing twice is removing a missing one
+        services.remove_patient(account=account, patient_id=patient.pk)
 
 
 def test_another_accounts_patient_is_not_found_like_a_missing_one() -> None:
@@ -178,16 +184,22 @@ def test_another_accounts_patient_is_not_found_like_a_missing_one() -> None:
         selectors.get_patient_for_account(account=stranger, patient_id=patient.pk)
 
     assert theirs.value.message == missing.value.message == read.value.message == "就诊人不存在"
+    assert theirs.value.code == missing.value.code == read.value.code == "patient_not_found"
     assert selectors.get_patient_for_account(account=owner, patient_id=patient.pk) == patient
-    assert AccountPatient.objects.filter(account=owner).count() == 1
+    assert list(selectors.patients_of(owner)) == [patient]
 
 
+@pytest.mark.usefixtures("roomy_add_limits")
 def test_a_removed_patient_frees_a_place_and_can_be_added_again() -> None:
     account = make_account()
     number = make_id_number()
-    links = [_add(account, id_number=number, name="周杰")] + [_add(account) for _ in range(4)]
-    services.remove_patient(account=account, patient_id=links[0].patient_id)
+    first = _add(account, id_number=number, name="周杰", relation="self")
+    others = [_add(account) for _ in range(4)]
+    services.remove_patient(account=account, patient_id=first.pk)
 
-    again = _add(account, id_number=number, name="周杰")
+    again = _add(account, id_number=number, name="周杰", relation="self")
 
-    assert again.patient_id == links[0].patient_id
+    assert again.pk != first.pk  # a new record; the removed one stays for its registrations
+    assert again.id_index == first.id_index
+    assert list(selectors.patients_of(account)) == [*others, again]
+    assert Patient.objects.filter(account=account, id_index=first.id_index).count() == 2

@@ -13,6 +13,9 @@ from guahao.payments.providers.base import PaymentProvider
 PROVIDERS: dict[str, str] = {
     "sandbox": "guahao.payments.providers.sandbox:SandboxProvider",
 }
+# Take no real money: production refuses to start with them (guahao.environment). `faulty` is the
+# tests' failing wrapper, never registered, named here so it can never be configured by mistake.
+DEVELOPMENT_ONLY = frozenset({"sandbox", "faulty"})
 
 
 class UnknownProvider(LookupError):
@@ -20,8 +23,13 @@ class UnknownProvider(LookupError):
 
 
 def provider(name: str | None = None) -> PaymentProvider:
-    """The provider called `name`, or the configured one. Raises UnknownProvider."""
+    """The provider called `name`, or the one new payments use. Raises UnknownProvider."""
     return _load(name or settings.PAYMENT_PROVIDER)
+
+
+def accepts_notifications_from(name: str) -> bool:
+    """Only the configured providers (GUAHAO_PAYMENT_PROVIDERS) may call the notification URL."""
+    return name in settings.PAYMENT_PROVIDERS and name in PROVIDERS
 
 
 @functools.cache
