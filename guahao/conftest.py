@@ -74,6 +74,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if names:
         print(f"\nVisiting patients' names reached the test run's log in clear ({', '.join(names)}): {TEST_LOG}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    from guahao.testing import PATIENT_BIRTH_DATES
+
+    births = sorted(str(d) for d in PATIENT_BIRTH_DATES if d.isoformat() in text)
+    if births:
+        print(f"\nVisiting patients' birth dates reached the test run's log in clear ({', '.join(births)}): {TEST_LOG}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # Names the tests give visiting patients through the API and services (make_patient records its own).

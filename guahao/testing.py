@@ -120,9 +120,10 @@ def make_id_number(birth: str = "19900307") -> str:
     return id_number_with_check(f"110105{birth}{next(_seq) % 1000:03d}")
 
 
-# Every name make_patient gave a patient in this run: the whole-run log check (guahao/conftest.py)
-# looks for each of them in clear.
+# Every name and birth date make_patient gave a patient in this run: the whole-run log check
+# (guahao/conftest.py) looks for each of them in clear.
 PATIENT_NAMES: set[str] = set()
+PATIENT_BIRTH_DATES: set[dt.date] = set()
 
 
 def make_patient(
@@ -133,6 +134,7 @@ def make_patient(
     id_number = id_number or make_id_number()
     phone = phone or make_phone()
     PATIENT_NAMES.add(name)
+    PATIENT_BIRTH_DATES.add(parse_id_number(id_number).birth_date)
     return Patient.objects.create(
         account=account,
         relation=relation,

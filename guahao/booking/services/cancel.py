@@ -9,13 +9,13 @@ from guahao.booking.models import Registration
 from guahao.booking.services.common import (
     his,
     lock_slot,
+    log,
     refund_no,
-    service_phone_hint,
     submit_refund_now,
 )
 from guahao.booking.states import RegistrationStatus, check_registration_move, registration_sources
 from guahao.db import atomic_retry
-from guahao.errors import Conflict, UpstreamUnavailable
+from guahao.errors import Conflict
 from guahao.his.base import HisRefused, HisTimeout
 from guahao.notifications.services import emit
 from guahao.patients.models import Account
@@ -42,8 +42,13 @@ def cancel_registration(*, account: Account, registration_id: int, reason: str =
         his().cancel_registration(hold_id=reg.hold_id, registration_no=reg.registration_no)
     except HisRefused as exc:
         raise Conflict("医院系统不允许取消该挂号，请联系医院客服", code="his_refused") from exc
-    except HisTimeout as exc:
-        raise UpstreamUnavailable("医院系统暂时无法响应，请稍后重试" + service_phone_hint(reg.session), code="his_timeout") from exc
+    except HisTimeout:
+        # No answer: the HIS may have cancelled already (a lost reply), and a registration kept
+        # BOOKED here would then exist nowhere else. The patient asked in time, so the cancel is
+        # committed: refund now, and the his.cancel job repeats the (idempotent) cancel until the
+        # HIS confirms it.
+        log.warning("his cancel unanswered; cancelling through the outbox", extra={"hold_id": reg.hold_id})
+        return start_refund_for_cancellation(registration=reg, reason=reason, cancel_at_his=True)
     return start_refund_for_cancellation(registration=reg, reason=reason)
 
 

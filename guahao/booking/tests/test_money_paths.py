@@ -316,3 +316,25 @@ def test_the_cutoff_sweep_reaches_an_overdue_hold_behind_many_that_are_not(world
     hold.refresh_from_db()
     assert hold.state == HoldState.FAILED
     assert [r.reason for r in refunds_of(payment)] == ["医院系统未确认挂号，自动退款"]
+
+
+@pytest.mark.parametrize("fault", ["lost_reply", "timeout"])
+def test_a_cancel_the_his_does_not_answer_is_finished_not_dropped(world, booker, simulated_his, fault):
+    """The HIS may have cancelled (its answer lost) or not (no answer at all): either way the
+    patient asked in time, so we refund and keep cancelling at the HIS until it confirms. A
+    registration left BOOKED here while the HIS had cancelled it would exist nowhere else."""
+    account, _ = booker
+    hold, payment = paid(world, *booker)
+    run_worker()
+    registration = Registration.objects.get(hold=hold)
+    assert simulated_his.active_registrations() == {hold.id}
+
+    simulated_his.fail_next("cancel_registration", fault)
+    registration = services.cancel_registration(account=account, registration_id=registration.id)
+    assert registration.status == "refunding"
+    run_worker()
+
+    registration.refresh_from_db()
+    assert registration.status == "cancelled"
+    assert simulated_his.active_registrations() == set()
+    assert [r.state for r in refunds_of(payment)] == [Refund.State.SUCCEEDED]
