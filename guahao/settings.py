@@ -191,6 +191,10 @@ LIMITS = {
     rule: os.environ.get(f"GUAHAO_LIMIT_{rule.upper()}", default)
     for rule, default in _LIMIT_DEFAULTS.items()
 }
+# Sign-in codes per phone: seconds between two codes, codes a day, wrong tries before a code dies.
+SMS_RESEND_SECONDS = int(os.environ.get("GUAHAO_SMS_RESEND_SECONDS", "60"))
+SMS_DAILY_LIMIT = int(os.environ.get("GUAHAO_SMS_DAILY_LIMIT", "10"))
+SMS_MAX_WRONG_TRIES = int(os.environ.get("GUAHAO_SMS_MAX_WRONG_TRIES", "5"))
 # An image captcha before sign-in codes, once an address passes `captcha_ip` (off by default).
 CAPTCHA_ENABLED = _env_bool("GUAHAO_CAPTCHA", False)
 CAPTCHA_LENGTH = 4

@@ -10,6 +10,7 @@ import logging
 import math
 import secrets
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
@@ -38,9 +39,10 @@ from guahao.patients.models import (
 log = logging.getLogger("guahao.patients")
 
 SMS_CODE_TTL = dt.timedelta(minutes=5)
-SMS_RESEND_INTERVAL = dt.timedelta(seconds=60)
-SMS_DAILY_LIMIT = 10
-SMS_MAX_WRONG_TRIES = 5
+# Per phone, read once at start (GUAHAO_SMS_*): one code a minute, ten a day, five wrong tries.
+SMS_RESEND_INTERVAL = dt.timedelta(seconds=settings.SMS_RESEND_SECONDS)
+SMS_DAILY_LIMIT = settings.SMS_DAILY_LIMIT
+SMS_MAX_WRONG_TRIES = settings.SMS_MAX_WRONG_TRIES
 # A token dies after 30 days unused and 90 days after sign-in, whichever comes first; its last
 # use is written at most every TOKEN_TOUCH_EVERY, so reading pages costs no write per request.
 TOKEN_IDLE = dt.timedelta(days=30)
