@@ -80,6 +80,9 @@ def bench_env(args: argparse.Namespace, workdir: Path, database_url: str, port: 
         GUAHAO_DATA_KEY=secrets.token_hex(16),
         GUAHAO_INDEX_KEY=secrets.token_hex(16),
         GUAHAO_BIND=f"{HOST}:{port}",
+        GUAHAO_TRUSTED_PROXIES=HOST,  # the bench stands in for nginx: each client its own address
+        GUAHAO_REDIS_URL=args.redis_url or "",
+        GUAHAO_REDIS_PREFIX=f"guahao-bench-{secrets.token_hex(4)}:",
         GUAHAO_ALLOWED_HOSTS=f"{HOST},testserver",  # testserver: world.py's in-process profile
         GUAHAO_DEBUG="false",
         GUAHAO_LOG_LEVEL=args.server_log_level,
@@ -243,11 +246,21 @@ class Connection:
         self.writer.close()
 
 
-def request_bytes(method: str, path: str, *, token: str | None = None, body: dict | None = None) -> bytes:
+def client_address(i: int) -> str:
+    """Client i's own address: each patient is on their own phone, behind the (trusted) proxy."""
+    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+
+
+def request_bytes(
+    method: str, path: str, *, token: str | None = None, body: dict | None = None, client: int | None = None
+) -> bytes:
     payload = json.dumps(body).encode() if body is not None else b""
     head = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Connection: keep-alive", "Accept: application/json"]
     if token:
         head.append(f"Authorization: Bearer {token}")
+    if client is not None:
+        # As nginx would add it: the server trusts it from 127.0.0.1 only (GUAHAO_TRUSTED_PROXIES).
+        head.append(f"X-Forwarded-For: {client_address(client)}")
     if body is not None:
         head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
@@ -557,18 +570,18 @@ def plan(scenario: str, spec: dict, tokens: list[str]) -> tuple[list[bytes], lis
     if scenario == "one-slot":
         bodies = [{"slot_id": s["slot_id"]}] * n
         return (
-            [request_bytes("POST", "/api/v1/holds", token=t, body=b) for t, b in zip(tokens, bodies, strict=True)],
+            [request_bytes("POST", "/api/v1/holds", token=t, body=b, client=c) for c, (t, b) in enumerate(zip(tokens, bodies, strict=True))],
             [s["slot_id"]], min(n, 1), f"{n} clients, one slot (session of {s['session_slots']})",
         )
     if scenario == "window":
         body = {"session_id": s["session_id"], "window_start": s["window_start"]}
         return (
-            [request_bytes("POST", "/api/v1/holds", token=t, body=body) for t in tokens],
+            [request_bytes("POST", "/api/v1/holds", token=t, body=body, client=c) for c, t in enumerate(tokens)],
             s["window_slot_ids"], min(n, len(s["window_slot_ids"])),
             f"{n} clients, next free in a window of {len(s['window_slot_ids'])} (session of {s['session_slots']})",
         )
     return (
-        [request_bytes("POST", "/api/v1/holds", token=t, body={"slot_id": i}) for t, i in zip(tokens, s["slot_ids"], strict=True)],
+        [request_bytes("POST", "/api/v1/holds", token=t, body={"slot_id": i}, client=c) for c, (t, i) in enumerate(zip(tokens, s["slot_ids"], strict=True))],
         s["slot_ids"], n, f"{n} clients, each its own random slot (session of {s['session_slots']})",
     )
 
@@ -653,6 +666,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60, help="per-request timeout in seconds (default 60)")
     parser.add_argument("--connect-parallel", type=int, default=100, help="connections opened at once before a burst")
     parser.add_argument("--server-log-level", default="INFO", help="GUAHAO_LOG_LEVEL of the server (default INFO, as deployed)")
+    parser.add_argument("--redis-url", help="redis://127.0.0.1:6379/0 to count rate limits in Redis (default: the database)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, logs)")
     args = parser.parse_args(argv)

@@ -172,8 +172,7 @@ def _registration_out(reg: Registration, *, cancel_hours: int | None = None) -> 
 @router.post("/holds", response={201: HoldOut}, summary="锁号")
 def create_hold(request: HttpRequest, body: HoldIn):
     # Counted before anything else, refused or not: a bot's failed tries cost it as much as wins.
-    limits.hit("hold_account", request.auth.pk)
-    limits.hit("hold_ip", client_ip(request))
+    limits.hit("hold_account", request.auth.pk, ("hold_ip", client_ip(request)))
     hold = services.hold_slot(
         account=request.auth, slot_id=body.slot_id, session_id=body.session_id, window_start=body.window_start
     )

@@ -87,61 +87,76 @@ def _key(rule: str, subject: str, window: Window, index: int) -> str:
     return f"{rule}:{digest}:{window.seconds}:{index}"
 
 
-def hit(rule: str, subject: str | int) -> None:
-    """Count one attempt by `subject` under `rule`; RateLimited when a window is over its limit."""
-    refusal = _count(rule, str(subject), add=1)
-    if refusal is not None:
-        log.info("rate limited", extra={"rule": rule, "retry_after": refusal})
-        raise RateLimited(_message(rule, refusal), code="rate_limited", retry_after=refusal)
+def hit(rule: str, subject: str | int, *more: tuple[str, str | int]) -> None:
+    """Count one attempt by `subject` under `rule` (and by each further (rule, subject) pair, all
+    in one round trip); RateLimited, naming the first rule refused, when a window is over."""
+    pairs = [(rule, str(subject)), *((r, str(s)) for r, s in more)]
+    for refused_rule, wait in _count(pairs, add=1):
+        log.info("rate limited", extra={"rule": refused_rule, "retry_after": wait})
+        raise RateLimited(_message(refused_rule, wait), code="rate_limited", retry_after=wait)
 
 
 def record(rule: str, subject: str | int) -> None:
     """Count one attempt without refusing it (a threshold that changes what is asked, not a gate)."""
-    _count(rule, str(subject), add=1)
+    _count([(rule, str(subject))], add=1)
 
 
 def over(rule: str, subject: str | int) -> bool:
     """Whether `subject` has already used up a window of `rule` (nothing is counted)."""
-    return _count(rule, str(subject), add=0) is not None
+    return bool(_count([(rule, str(subject))], add=0))
 
 
-def _count(rule: str, subject: str, *, add: int) -> int | None:
-    """Add `add` to each window; the seconds until the latest full window ends, or None."""
+def _count(pairs: list[tuple[str, str]], *, add: int) -> list[tuple[str, int]]:
+    """Add `add` to every window of every pair, in one round trip; for each rule refused, the
+    seconds until its latest full window ends."""
     now = clock.now().timestamp()
-    wait = None
-    for window in windows(rule):
-        index = int(now // window.seconds)
-        ends = (index + 1) * window.seconds
-        used = _backend().incr(_key(rule, subject, window, index), add, ttl=window.seconds)
+    slots = []
+    for rule, subject in pairs:
+        for window in windows(rule):
+            index = int(now // window.seconds)
+            slots.append((rule, window, (index + 1) * window.seconds, _key(rule, subject, window, index)))
+    if not slots:
+        return []
+    used = _backend().incr_many([(key, window.seconds) for _, window, _, key in slots], add)
+    waits: dict[str, int] = {}
+    for (rule, window, ends, _), count in zip(slots, used, strict=True):
         # Counting: this attempt is over when it goes past the limit. Looking: the window is
         # used up once it reaches the limit.
-        if used > window.limit or (add == 0 and used >= window.limit):
-            wait = max(wait or 0, max(1, int(ends - now + 0.999)))
-    return wait
+        if count > window.limit or (add == 0 and count >= window.limit):
+            waits[rule] = max(waits.get(rule, 0), max(1, int(ends - now + 0.999)))
+    return list(waits.items())
 
 
 # --- backends ---------------------------------------------------------------------------------
 
 
 class DatabaseCounters:
-    """One row per (key, window), counted with an upsert: atomic on SQLite and PostgreSQL alike."""
+    """One row per (key, window), counted with an upsert: atomic on SQLite and PostgreSQL alike.
+    All the windows of one request go in one transaction (one write on SQLite's single writer)."""
 
-    def incr(self, key: str, add: int, *, ttl: int) -> int:
+    def incr_many(self, keys: list[tuple[str, int]], add: int) -> list[int]:
         if add == 0:
-            row = RateCounter.objects.filter(key=key).values_list("count", flat=True).first()
-            return row or 0
-        expires = connection.ops.adapt_datetimefield_value(
-            clock.now() + dt.timedelta(seconds=ttl)
-        )
-        table = RateCounter._meta.db_table
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (key, count, expires_at) VALUES (%s, %s, %s) "
-                f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + EXCLUDED.count "
-                "RETURNING count",
-                [key, add, expires],
+            found = dict(
+                RateCounter.objects.filter(key__in=[k for k, _ in keys]).values_list("key", "count")
             )
-            return cursor.fetchone()[0]
+            return [found.get(k, 0) for k, _ in keys]
+        table = RateCounter._meta.db_table
+        sql = (
+            f"INSERT INTO {table} (key, count, expires_at) VALUES (%s, %s, %s) "
+            f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + EXCLUDED.count "
+            "RETURNING count"
+        )
+        now = clock.now()
+        counts = []
+        # Keys in one order, so two requests upserting overlapping rows never deadlock.
+        order = sorted(range(len(keys)), key=lambda i: keys[i][0])
+        with transaction.atomic(), connection.cursor() as cursor:
+            for i in order:
+                key, ttl = keys[i]
+                expires = connection.ops.adapt_datetimefield_value(now + dt.timedelta(seconds=ttl))
+                cursor.execute(sql, [key, add, expires])
+                counts.append((i, cursor.fetchone()[0]))
+        return [count for _, count in sorted(counts)]
 
 
 class RedisCounters:
@@ -151,14 +166,15 @@ class RedisCounters:
         self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
         self.prefix = prefix
 
-    def incr(self, key: str, add: int, *, ttl: int) -> int:
-        name = self.prefix + key
+    def incr_many(self, keys: list[tuple[str, int]], add: int) -> list[int]:
+        names = [self.prefix + key for key, _ in keys]
         if add == 0:
-            return int(self.client.get(name) or 0)
+            return [int(v or 0) for v in self.client.mget(names)]
         pipe = self.client.pipeline(transaction=True)
-        pipe.incrby(name, add)
-        pipe.expire(name, ttl + 60, nx=True)
-        return int(pipe.execute()[0])
+        for name, (_, ttl) in zip(names, keys, strict=True):
+            pipe.incrby(name, add)
+            pipe.expire(name, ttl + 60, nx=True)
+        return [int(v) for v in pipe.execute()[::2]]
 
 
 class FallbackCounters:
@@ -167,14 +183,14 @@ class FallbackCounters:
     def __init__(self, primary: RedisCounters, fallback: DatabaseCounters):
         self.primary, self.fallback = primary, fallback
 
-    def incr(self, key: str, add: int, *, ttl: int) -> int:
+    def incr_many(self, keys: list[tuple[str, int]], add: int) -> list[int]:
         import redis
 
         try:
-            return self.primary.incr(key, add, ttl=ttl)
+            return self.primary.incr_many(keys, add)
         except redis.RedisError as exc:
             log.warning("redis unavailable for rate limits, counting in the database: %s", exc)
-            return self.fallback.incr(key, add, ttl=ttl)
+            return self.fallback.incr_many(keys, add)
 
 
 @functools.cache

@@ -68,8 +68,7 @@ def send_sms_code(
     """
     phone = validate_phone(phone)
     captcha.check(client_ip=client_ip, key=captcha_key, answer=captcha_answer)
-    limits.hit("sms_code_ip", client_ip)
-    limits.hit("sms_code_net", network_of(client_ip))
+    limits.hit("sms_code_ip", client_ip, ("sms_code_net", network_of(client_ip)))
     limits.record("captcha_ip", client_ip)
     phone_index = _phone_index(phone)
     code = f"{secrets.randbelow(1_000_000):06d}"
@@ -363,8 +362,7 @@ def _add_patient(
     client_ip: str,
 ) -> Patient:
     # Counted first and outside any transaction: a refused or rolled-back try still counts.
-    limits.hit("patient_add_account", account.pk)
-    limits.hit("patient_add_ip", client_ip)
+    limits.hit("patient_add_account", account.pk, ("patient_add_ip", client_ip))
     name = validate_name(name)
     identity = parse_id_number(id_number, id_type=id_type)
     phone = validate_phone(phone)
