@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,13 +13,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# htmx and WeUI for the patient pages, pinned in package-lock.json, served from node_modules.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+# The browser tests drive Debian's Chromium (never `playwright install`) and need a CJK font.
+browser-deps:
+	command -v chromium >/dev/null || apt-get install -y chromium || \
+		(apt-get update && apt-get install -y chromium)
+	fc-list | grep -qi 'noto sans cjk' || apt-get install -y fonts-noto-cjk || \
+		(apt-get update && apt-get install -y fonts-noto-cjk)
+
+install: $(STAMP) $(NODE_STAMP)
 
 # The two commands of a developer's machine run in development mode: sandbox payments, SMS codes
 # in the log, keys generated under var/. Production is any other start (see README).
 run test: export GUAHAO_ENV := development
 
-run: $(STAMP)
+run: $(STAMP) $(NODE_STAMP)
 	$(BIN)/guahao migrate --noinput
 	$(BIN)/guahao collectstatic --noinput --verbosity 0
 	$(BIN)/guahao demo
@@ -27,9 +40,9 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP) browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3* var/static
+	rm -rf $(VENV) var/*.sqlite3* var/static node_modules

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DataError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -97,6 +98,34 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpRespo
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     messages = {400: "请求格式有误", 405: "不支持此请求方法", 413: "请求内容过大"}
     return _error(request, exc.status_code, "http_error", messages.get(exc.status_code, "请求有误"))
+
+
+@csrf_exempt  # a POST to a wrong path gets the JSON 404, not the CSRF page
+def unknown_api_path(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+    """Any path under /api/ that no endpoint serves (/api/v1/nope, /api/v2/…): the API's JSON
+    error, not Django's HTML page. Mounted in guahao/urls.py after the API."""
+    return _error(request, 404, "not_found", "接口不存在")
+
+
+class JsonMethodNotAllowedMiddleware:
+    """django-ninja answers a method that a path does not serve with an English text 405; under
+    /api/ it becomes the API's JSON error, with the Allow header kept."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code == 405
+            and request.path.startswith("/api/")
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            allowed = response.get("Allow")
+            response = _error(request, 405, "method_not_allowed", "不支持此请求方法")
+            if allowed:
+                response["Allow"] = allowed
+        return response
 
 
 def _mount() -> None:

@@ -170,10 +170,10 @@ def _hold_violations(now: dt.datetime) -> tuple[list[Violation], set[int]]:
     """Registrations only on succeeded holds and one for each; the winning payment set and PAID;
     no hold left live past its expiry or registering past its cutoff. Also returns the ids of
     holds registering past their cutoff + TIDY, which the payment check needs."""
-    # A REGISTERING hold's cutoff is never sooner than min(updated_at + REGISTER_GRACE, starts_at),
-    # so only holds past that (plus TIDY) need the exact cutoff, which costs a query for the rule.
+    # A REGISTERING hold's cutoff is never sooner than min(updated_at + REGISTER_GRACE, its window's
+    # start), so only holds past that (plus TIDY) need the exact cutoff, which costs a query for the rule.
     maybe_overdue = Q(state=HoldState.REGISTERING) & (
-        Q(updated_at__lte=now - TIDY_INTERVAL - REGISTER_GRACE) | Q(session__starts_at__lte=now - TIDY_INTERVAL)
+        Q(updated_at__lte=now - TIDY_INTERVAL - REGISTER_GRACE) | Q(slot__window_start__lte=now - TIDY_INTERVAL)
     )
     winner_wrong = Q(payment__isnull=True) | ~Q(payment__state=Payment.State.PAID) | ~Q(payment__hold_id=F("id"))
     bad = (
@@ -185,7 +185,7 @@ def _hold_violations(now: dt.datetime) -> tuple[list[Violation], set[int]]:
     )
     holds = (
         Hold.objects.filter(bad)
-        .select_related("session", "payment")
+        .select_related("session", "slot", "payment")
         .annotate(registration_pk=F("registration__id"))
         .order_by("id")
     )

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "ninja",  # serves Swagger UI for /api/v1/docs from our static files, not a CDN
     "guahao.limits",
     "captcha",
+    "guahao.web",
 ]
 
 MIDDLEWARE = [
@@ -57,6 +58,7 @@ MIDDLEWARE = [
     "guahao.logs.RequestIdMiddleware",
     "guahao.limits.middleware.BrowseLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.gzip.GZipMiddleware",  # patient pages weigh < 150 KB as transferred
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -65,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "guahao.api.JsonMethodNotAllowedMiddleware",  # /api/: a wrong method gets JSON 405, not English text
+    "guahao.web.errors.WebErrorMiddleware",  # patient pages: the error page, never a stack trace
 ]
 
 # Behind an HTTPS-terminating proxy (production): secure cookies, HSTS, and trust its header.
@@ -87,6 +91,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "guahao.web.context.web",
             ],
         },
     },
@@ -130,6 +135,27 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
+# htmx and WeUI come from the npm registry (package.json, `npm ci` in make run/test); served from
+# node_modules under their own prefixes, never copied into the repository.
+NODE_MODULES = BASE_DIR / "node_modules"
+STATICFILES_DIRS = [
+    ("vendor/htmx", NODE_MODULES / "htmx.org" / "dist"),
+    ("vendor/weui", NODE_MODULES / "weui" / "dist" / "style"),
+]
+# Compressed (gzip) copies served by whitenoise; hashed names too outside the tests, which run
+# without collectstatic (pytest-env sets GUAHAO_STATIC_MANIFEST=false).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if _env_bool("GUAHAO_STATIC_MANIFEST", True)
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
+}
+# Session cookie for the patient pages: server-side rows in the database (the default engine).
+SESSION_COOKIE_AGE = 30 * 24 * 3600
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
 
 # The API takes small JSON bodies; a larger one is answered 413 {code, message} (guahao/api.py).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("GUAHAO_MAX_BODY_BYTES", str(64 * 1024)))

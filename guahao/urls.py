@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
-from guahao.api import api
+from guahao.api import api, unknown_api_path
 from guahao.health import healthz
 from guahao.payments.views import sandbox_pay_page
 
@@ -13,6 +13,7 @@ admin.site.index_title = "医院运营"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/v1/", api.urls),
+    re_path(r"^api/", unknown_api_path),  # after the API: its unknown paths answer JSON 404
     path("admin/", admin.site.urls),
     path("captcha/", include("captcha.urls")),
 ]
@@ -20,3 +21,6 @@ urlpatterns = [
 # The sandbox cashier stands for a provider's own site: mounted only while the sandbox is configured.
 if "sandbox" in settings.PAYMENT_PROVIDERS:
     urlpatterns.append(path("sandbox/pay/<str:out_trade_no>", sandbox_pay_page, name="sandbox-pay"))
+
+# The patient H5 pages (home at /): last, so they never shadow the routes above.
+urlpatterns.append(path("", include("guahao.web.urls")))

@@ -5,15 +5,17 @@ from __future__ import annotations
 import datetime as dt
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 
 from guahao import clock, pii
 from guahao.booking import selectors, services
 from guahao.booking.models import Hold, Registration
 from guahao.booking.states import HoldState, RegistrationStatus
+from guahao.catalog.selectors import get_hospital, payment_channels_of
 from guahao.limits import services as limits
 from guahao.limits.clientip import client_ip
 from guahao.patients.auth import bearer
+from guahao.payments.channels import PaymentChannel
 from guahao.scheduling.selectors import release_rule_for
 
 router = Router(auth=bearer, tags=["挂号"])
@@ -46,6 +48,11 @@ class PatientBrief(Schema):
     name: str = Field(description="脱敏姓名")
 
 
+class PaymentChannelOut(Schema):
+    code: str
+    label: str
+
+
 class HoldOut(Schema):
     id: int
     state: HoldState
@@ -58,6 +65,7 @@ class HoldOut(Schema):
     patient: PatientBrief | None
     channel: str
     insurance: bool
+    payment_channels: list[PaymentChannelOut] = Field(description="本院提供的支付方式（确认时从中选择）")
     registration_id: int | None
 
 
@@ -83,6 +91,39 @@ class PayOut(Schema):
     expires_at: dt.datetime
 
 
+class RefundOut(Schema):
+    amount_fen: int
+    state: str = Field(description="processing 退款中 / succeeded 已退款 / failed 医院人工处理中")
+    state_label: str
+    reason: str
+    requested_at: dt.datetime
+    finished_at: dt.datetime | None = Field(description="退款完成时间；未完成为 null")
+
+
+class DepartmentBriefOut(Schema):
+    id: int
+    name: str
+
+
+class RecentDoctorOut(Schema):
+    id: int
+    name: str
+    title: str
+    title_label: str
+    specialty: str
+    hospital_id: int
+    department: DepartmentBriefOut
+    last_booked_at: dt.datetime = Field(description="最近一次预约该医生的时间")
+
+    @staticmethod
+    def resolve_title_label(obj) -> str:
+        return obj.get_title_display()
+
+    @staticmethod
+    def resolve_last_booked_at(obj) -> dt.datetime:
+        return clock.local(obj.last_booked_at)
+
+
 class RegistrationOut(Schema):
     id: int
     registration_no: str
@@ -96,6 +137,7 @@ class RegistrationOut(Schema):
     cancelled_at: dt.datetime | None
     cancel_deadline: dt.datetime
     can_cancel: bool
+    refund: RefundOut | None = Field(description="取消或停诊后的退款；没有退款时为 null")
 
 
 def _session_out(session) -> dict:
@@ -145,11 +187,16 @@ def _hold_out(hold: Hold) -> dict:
         "patient": {"id": hold.patient.id, "name": pii.mask_name(hold.patient.name)} if hold.patient else None,
         "channel": hold.channel,
         "insurance": hold.insurance,
+        "payment_channels": [
+            {"code": c, "label": PaymentChannel(c).label} for c in payment_channels_of(hold.session.hospital)
+        ],
         "registration_id": registration,
     }
 
 
-def _registration_out(reg: Registration, *, cancel_hours: int | None = None) -> dict:
+def _registration_out(
+    reg: Registration, *, cancel_hours: int | None = None, refund: selectors.RegistrationRefund | None = None
+) -> dict:
     if cancel_hours is None:
         cancel_hours = release_rule_for(reg.session).cancel_deadline_hours
     deadline = selectors.cancel_deadline(reg, hours=cancel_hours)
@@ -166,6 +213,7 @@ def _registration_out(reg: Registration, *, cancel_hours: int | None = None) -> 
         "cancelled_at": clock.local(reg.cancelled_at) if reg.cancelled_at else None,
         "cancel_deadline": clock.local(deadline),
         "can_cancel": reg.status == RegistrationStatus.BOOKED and clock.now() < deadline,
+        "refund": refund,
     }
 
 
@@ -177,6 +225,12 @@ def create_hold(request: HttpRequest, body: HoldIn):
         account=request.auth, slot_id=body.slot_id, session_id=body.session_id, window_start=body.window_start
     )
     return Status(201, _hold_out(hold))
+
+
+@router.get("/holds", response=list[HoldOut], summary="我的锁号（待支付，含倒计时）")
+def list_holds(request: HttpRequest):
+    """锁号中或支付中、尚未超时的锁号，最先超时的在前。"""
+    return [_hold_out(hold) for hold in selectors.live_holds_of(account=request.auth)]
 
 
 @router.get("/holds/{hold_id}", response=HoldOut, summary="锁号详情（含倒计时）")
@@ -224,17 +278,31 @@ def list_registrations(request: HttpRequest, status: RegistrationStatus | None =
     for reg in registrations:
         if reg.session.department_id not in hours:
             hours[reg.session.department_id] = release_rule_for(reg.session).cancel_deadline_hours
-    return [_registration_out(r, cancel_hours=hours[r.session.department_id]) for r in registrations]
+    refunds = selectors.refunds_of(registrations)
+    return [
+        _registration_out(r, cancel_hours=hours[r.session.department_id], refund=refunds.get(r.id))
+        for r in registrations
+    ]
+
+
+def _one_registration(account, registration_id: int) -> dict:
+    reg = selectors.get_registration_for_account(account=account, registration_id=registration_id)
+    return _registration_out(reg, refund=selectors.refund_of(reg))
 
 
 @router.get("/registrations/{registration_id}", response=RegistrationOut, summary="挂号详情")
 def get_registration(request: HttpRequest, registration_id: int):
-    return _registration_out(
-        selectors.get_registration_for_account(account=request.auth, registration_id=registration_id)
-    )
+    return _one_registration(request.auth, registration_id)
 
 
 @router.post("/registrations/{registration_id}/cancel", response=RegistrationOut, summary="取消挂号（退费）")
 def cancel_registration(request: HttpRequest, registration_id: int):
     reg = services.cancel_registration(account=request.auth, registration_id=registration_id)
-    return _registration_out(selectors.get_registration_for_account(account=request.auth, registration_id=reg.id))
+    return _one_registration(request.auth, reg.id)
+
+
+@router.get("/doctors/recent", response=list[RecentDoctorOut], summary="看过的医生（复诊）")
+def recent_doctors(request: HttpRequest, hospital_id: int | None = Query(None, description="只看这家医院的")):
+    """本账号挂过号（未取消）的医生，最近预约的在前，最多 10 位。"""
+    hospital = get_hospital(hospital_id) if hospital_id is not None else None
+    return selectors.recent_doctors(request.auth, hospital=hospital)

@@ -8,15 +8,13 @@ from guahao.booking.states import (
     HoldState,
     RegistrationStatus,
 )
+from guahao.payments.channels import PaymentChannel
 
 
 class Hold(models.Model):
     """A patient's temporary claim on a slot (锁号). Carries the choices made during the lock."""
 
-    class Channel(models.TextChoices):
-        WECHAT = "wechat", "微信支付"
-        ALIPAY = "alipay", "支付宝"
-        UNIONPAY = "unionpay", "银联"
+    Channel = PaymentChannel  # one list of channels for hospitals, holds and payments
 
     account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="holds")
     slot = models.ForeignKey("scheduling.Slot", on_delete=models.PROTECT, related_name="holds")

@@ -1,16 +1,21 @@
-"""Reads for booking: an account sees only its own holds and registrations."""
+"""Reads for booking: an account sees only its own holds and registrations (with their refunds),
+and the doctors it has booked before (复诊)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 
 from guahao import clock
 from guahao.booking.models import Hold, Registration
-from guahao.booking.states import HoldState, RegistrationStatus
+from guahao.booking.states import ACTIVE_REGISTRATION_STATES, HoldState, RegistrationStatus
+from guahao.catalog.models import Doctor, Hospital
 from guahao.errors import NotFound
 from guahao.patients.models import Account
+from guahao.payments.models import Refund
 from guahao.scheduling.selectors import release_rule_for
 
 _HOLD_RELATED = ("slot", "session__department", "session__doctor", "session__hospital", "patient")
@@ -40,9 +45,21 @@ def get_hold_for_account(*, account: Account, hold_id: int) -> Hold:
     return hold
 
 
+def live_holds_of(*, account: Account, now: dt.datetime | None = None) -> list[Hold]:
+    """The account's holds still waiting for the patient (锁号中 or 支付中, lock not run out),
+    soonest expiry first, with what their display needs loaded. A paid hold being registered
+    (REGISTERING) is not among them: it shows as its outcome."""
+    now = now or clock.now()
+    return list(
+        Hold.objects.filter(account=account, state__in=(HoldState.HELD, HoldState.PAYING), expires_at__gt=now)
+        .select_related(*_HOLD_RELATED)
+        .order_by("expires_at", "id")
+    )
+
+
 def registrations_of(*, account: Account, status: str | None = None) -> QuerySet[Registration]:
     regs = Registration.objects.filter(account=account).select_related(
-        "slot", "session__department", "session__doctor", "session__hospital", "patient"
+        "hold", "slot", "session__department", "session__doctor", "session__hospital", "patient"
     )
     if status:
         regs = regs.filter(status=status)
@@ -54,6 +71,75 @@ def get_registration_for_account(*, account: Account, registration_id: int) -> R
     if reg is None:
         raise NotFound("挂号记录不存在", code="registration_not_found")
     return reg
+
+
+# --- refunds of registrations ---------------------------------------------------------------------
+
+# A refund as the patient reads it: a failed one is waiting for staff, not lost.
+_REFUND_LABELS = {
+    Refund.State.PROCESSING: "退款中",
+    Refund.State.SUCCEEDED: "已退款",
+    Refund.State.FAILED: "退款处理中（医院人工处理）",
+}
+
+
+@dataclass(frozen=True)
+class RegistrationRefund:
+    amount_fen: int
+    state: str  # processing / succeeded / failed (Refund.State)
+    state_label: str
+    reason: str
+    requested_at: dt.datetime
+    finished_at: dt.datetime | None  # when the money was back; None while it is not
+
+
+def _refund_view(refund: Refund) -> RegistrationRefund:
+    return RegistrationRefund(
+        amount_fen=refund.amount_fen,
+        state=refund.state,
+        state_label=_REFUND_LABELS.get(Refund.State(refund.state), refund.get_state_display()),
+        reason=refund.reason,
+        requested_at=clock.local(refund.created_at),
+        finished_at=clock.local(refund.succeeded_at) if refund.succeeded_at else None,
+    )
+
+
+def refunds_of(registrations: Iterable[Registration]) -> dict[int, RegistrationRefund]:
+    """The refund of each registration that has one (of its hold's winning payment; at most one,
+    as the refund number is derived from the order number), by registration id. One query."""
+    by_payment = {r.hold.payment_id: r.id for r in registrations if r.hold.payment_id is not None}
+    found: dict[int, RegistrationRefund] = {}
+    for refund in Refund.objects.filter(payment_id__in=by_payment).order_by("created_at", "id"):
+        found[by_payment[refund.payment_id]] = _refund_view(refund)
+    return found
+
+
+def refund_of(registration: Registration) -> RegistrationRefund | None:
+    return refunds_of([registration]).get(registration.id)
+
+
+# --- doctors seen before (复诊) --------------------------------------------------------------------
+
+
+def recent_doctors(account: Account, *, hospital: Hospital | None = None, limit: int = 10) -> list[Doctor]:
+    """The distinct doctors of the account's registrations that were not cancelled (预约成功, 已取号,
+    已就诊, 爽约), most recently booked first, each with its department loaded and
+    `last_booked_at` set. Only doctors patients can still book (doctor, department and hospital
+    active); with `hospital`, that hospital's only. One query."""
+    doctors = Doctor.objects.filter(
+        sessions__registrations__account=account,
+        sessions__registrations__status__in=ACTIVE_REGISTRATION_STATES,
+        is_active=True,
+        department__is_active=True,
+        hospital__is_active=True,
+    )
+    if hospital is not None:
+        doctors = doctors.filter(hospital=hospital)
+    return list(
+        doctors.annotate(last_booked_at=Max("sessions__registrations__booked_at"))
+        .select_related("department")
+        .order_by("-last_booked_at", "id")[:limit]
+    )
 
 
 def cancel_deadline(registration: Registration, *, hours: int) -> dt.datetime:
@@ -68,12 +154,13 @@ REGISTER_GRACE = dt.timedelta(minutes=5)
 
 def registering_cutoff(hold: Hold) -> dt.datetime:
     """When a REGISTERING hold whose HIS outcome is still unknown is given up (refunded, and the
-    HIS asked to cancel): the release rule's minutes before the session starts, but never sooner
-    than REGISTER_GRACE after the hold began registering (its last update), nor later than the
-    session's start."""
-    session = hold.session
-    by_rule = session.starts_at - dt.timedelta(minutes=release_rule_for(session).register_cutoff_minutes)
-    return max(by_rule, min(hold.updated_at + REGISTER_GRACE, session.starts_at))
+    HIS asked to cancel): the release rule's minutes before the hold's time window starts, but
+    never sooner than REGISTER_GRACE after the hold began registering (its last update), nor later
+    than the window's start. (The window, not the session: a started session's later windows are
+    booked too.)"""
+    window_start = hold.slot.window_start
+    by_rule = window_start - dt.timedelta(minutes=release_rule_for(hold.session).register_cutoff_minutes)
+    return max(by_rule, min(hold.updated_at + REGISTER_GRACE, window_start))
 
 
 def _live_q(now: dt.datetime) -> Q:

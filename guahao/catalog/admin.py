@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from guahao.catalog import services
 from guahao.catalog.models import Campus, Department, Doctor, Hospital, Notice, NoticeAck
+from guahao.payments.channels import PaymentChannel, channel_labels, in_channel_order
 
 
 class CampusInline(admin.TabularInline):
@@ -19,12 +20,39 @@ class CampusInline(admin.TabularInline):
     extra = 0
 
 
+class HospitalForm(forms.ModelForm):
+    payment_channels = forms.MultipleChoiceField(
+        label="支付渠道",
+        choices=PaymentChannel.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="患者确认挂号时可选的支付方式；未勾选的渠道会被拒绝",
+        error_messages={"required": "请至少选择一种支付渠道"},
+    )
+
+    class Meta:
+        model = Hospital
+        fields = (
+            "code", "name", "short_name", "grade", "address", "service_phone",
+            "browse_level", "schedule_days", "payment_channels", "is_active",
+        )
+
+    def clean_payment_channels(self) -> list[str]:
+        return in_channel_order(self.cleaned_data["payment_channels"])
+
+
 @admin.register(Hospital)
 class HospitalAdmin(admin.ModelAdmin):
-    list_display = ("name", "code", "grade", "browse_level", "schedule_days", "service_phone", "is_active")
+    form = HospitalForm
+    list_display = (
+        "name", "code", "grade", "browse_level", "schedule_days", "channels", "service_phone", "is_active"
+    )
     list_filter = ("is_active", "grade")
     search_fields = ("name", "code", "short_name")
     inlines = [CampusInline]
+
+    @admin.display(description="支付渠道")
+    def channels(self, obj: Hospital) -> str:
+        return channel_labels(obj.offered_channels)
 
 
 @admin.register(Campus)

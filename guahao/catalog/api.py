@@ -6,13 +6,20 @@ from __future__ import annotations
 import datetime as dt
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Field, Query, Router, Schema
+from pydantic import ConfigDict
 
 from guahao import clock
 from guahao.catalog import selectors, services
 from guahao.patients.auth import bearer
+from guahao.payments.channels import PaymentChannel
 
 router = Router(tags=["医院与科室"])
+
+
+class PaymentChannelOut(Schema):
+    code: str = Field(description="wechat / alipay / unionpay")
+    label: str = Field(description="微信支付 / 支付宝 / 银行卡")
 
 
 class HospitalOut(Schema):
@@ -23,6 +30,11 @@ class HospitalOut(Schema):
     address: str
     service_phone: str
     browse_level: int
+    payment_channels: list[PaymentChannelOut] = Field(description="本院提供的支付方式")
+
+    @staticmethod
+    def resolve_payment_channels(obj) -> list[dict]:
+        return [{"code": c, "label": PaymentChannel(c).label} for c in obj.offered_channels]
 
 
 class DepartmentNodeOut(Schema):
@@ -57,6 +69,34 @@ class DoctorOut(Schema):
         return obj.get_title_display()
 
 
+class SearchQuery(Schema):
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    q: str = Field(
+        min_length=1,
+        max_length=selectors.SEARCH_MAX_LENGTH,
+        description="科室或医生名称、全拼或拼音首字母（如 皮肤、pifu、pfk），1–32 个字",
+    )
+
+
+class SearchDepartmentOut(Schema):
+    id: int
+    name: str
+    level: int
+    parent_name: str | None = Field(description="上级科室名称（一级科室为 null）")
+    location: str
+
+    @staticmethod
+    def resolve_parent_name(obj) -> str | None:
+        return obj.parent.name if obj.parent_id else None
+
+
+class SearchOut(Schema):
+    q: str
+    departments: list[SearchDepartmentOut]
+    doctors: list[DoctorOut]
+
+
 class NoticeOut(Schema):
     id: int
     kind: str
@@ -76,6 +116,22 @@ class NoticeAckOut(Schema):
 @router.get("/hospitals", response=list[HospitalOut])
 def list_hospitals(request: HttpRequest):
     return list(selectors.active_hospitals())
+
+
+@router.get("/hospitals/{hospital_id}", response=HospitalOut, summary="医院详情（含支付方式）")
+def get_hospital(request: HttpRequest, hospital_id: int):
+    return selectors.get_hospital(hospital_id)
+
+
+@router.get(
+    "/hospitals/{hospital_id}/search",
+    response=SearchOut,
+    summary="搜索科室和医生",
+    description="按名称、全拼或拼音首字母搜索本院启用的科室和医生：科室在前，完全匹配和开头匹配排在前面，各最多 20 个。",
+)
+def search(request: HttpRequest, hospital_id: int, query: Query[SearchQuery]):
+    found = selectors.search(selectors.get_hospital(hospital_id), query.q)
+    return {"q": query.q, "departments": found.departments, "doctors": found.doctors}
 
 
 @router.get("/hospitals/{hospital_id}/departments", response=list[DepartmentNodeOut])

@@ -1,6 +1,27 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from guahao.catalog.pinyin import romanize, romanize_person
+from guahao.payments.channels import (
+    PaymentChannel,
+    channel_labels,
+    default_channels,
+    in_channel_order,
+)
+
+# Pinyin columns hold at most six letters per character of the name.
+_PINYIN_PER_CHAR = 6
+
+
+def _save_with_pinyin(instance: models.Model, save, args, kwargs) -> None:
+    """save() that refills the pinyin columns from the name, also when only `name` is saved."""
+    instance.fill_pinyin()
+    update_fields = kwargs.get("update_fields")
+    if update_fields is not None and "name" in update_fields:
+        kwargs["update_fields"] = {*update_fields, "name_pinyin", "name_initials"}
+    save(*args, **kwargs)
 
 
 class Hospital(models.Model):
@@ -14,6 +35,9 @@ class Hospital(models.Model):
         "患者浏览的科室层级", default=2, help_text="1–3：患者从哪一级科室开始选择"
     )
     schedule_days = models.PositiveSmallIntegerField("排班展示天数", default=14)
+    payment_channels = models.JSONField(
+        "支付渠道", default=default_channels, help_text="患者可选的支付方式：wechat 微信支付、alipay 支付宝、unionpay 银行卡"
+    )
     is_active = models.BooleanField("启用", default=True)
 
     class Meta:
@@ -26,6 +50,16 @@ class Hospital(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        channels = self.payment_channels
+        if not isinstance(channels, list) or not channels or not set(channels) <= set(PaymentChannel.values):
+            raise ValidationError({"payment_channels": f"请至少选择一种支付渠道：{channel_labels(PaymentChannel.values)}"})
+
+    @property
+    def offered_channels(self) -> list[str]:
+        """The channels patients may pay with here, in the declared order (微信支付, 支付宝, 银行卡)."""
+        return in_channel_order(self.payment_channels or [])
 
 
 class Campus(models.Model):
@@ -47,6 +81,10 @@ class Department(models.Model):
     level = models.PositiveSmallIntegerField("层级", default=1)
     code = models.CharField("HIS 科室编码", max_length=32)
     name = models.CharField("名称", max_length=60)
+    # Filled from the name on every save (search: `pfk`, `pifuke`); db_index also gives PostgreSQL
+    # a varchar_pattern_ops index, so a prefix LIKE uses it.
+    name_pinyin = models.CharField("拼音", max_length=60 * _PINYIN_PER_CHAR, blank=True, editable=False, db_index=True)
+    name_initials = models.CharField("拼音首字母", max_length=60 * _PINYIN_PER_CHAR, blank=True, editable=False, db_index=True)
     intro = models.TextField("简介", blank=True)
     location = models.CharField("就诊位置", max_length=100, blank=True)
     sort_order = models.PositiveIntegerField("排序", default=0)
@@ -63,6 +101,13 @@ class Department(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        _save_with_pinyin(self, super().save, args, kwargs)
+
+    def fill_pinyin(self) -> None:
+        """Set the pinyin columns from the name (save() does it; bulk_create callers call this)."""
+        self.name_pinyin, self.name_initials = romanize(self.name)
+
 
 class Doctor(models.Model):
     class Title(models.TextChoices):
@@ -75,6 +120,8 @@ class Doctor(models.Model):
     department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="doctors")
     code = models.CharField("HIS 医生编码", max_length=32)
     name = models.CharField("姓名", max_length=30)
+    name_pinyin = models.CharField("拼音", max_length=30 * _PINYIN_PER_CHAR, blank=True, editable=False, db_index=True)
+    name_initials = models.CharField("拼音首字母", max_length=30 * _PINYIN_PER_CHAR, blank=True, editable=False, db_index=True)
     title = models.CharField("职称", max_length=20, choices=Title.choices)
     specialty = models.CharField("擅长", max_length=300, blank=True)
     intro = models.TextField("简介", blank=True)
@@ -88,6 +135,13 @@ class Doctor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}（{self.get_title_display()}）"
+
+    def save(self, *args, **kwargs) -> None:
+        _save_with_pinyin(self, super().save, args, kwargs)
+
+    def fill_pinyin(self) -> None:
+        """Set the pinyin columns from the name, read as a person's (surname readings)."""
+        self.name_pinyin, self.name_initials = romanize_person(self.name)
 
 
 class Notice(models.Model):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from django.db.models import QuerySet
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
 from guahao.catalog.models import Department, Doctor, Hospital, Notice, NoticeAck
+from guahao.catalog.pinyin import has_chinese, search_key
 from guahao.errors import NotFound
 
 if TYPE_CHECKING:
@@ -23,6 +25,12 @@ def get_hospital(hospital_id: int) -> Hospital:
     if hospital is None:
         raise NotFound("医院不存在或已停用", code="hospital_not_found")
     return hospital
+
+
+def payment_channels_of(hospital: Hospital) -> list[str]:
+    """The payment channels the hospital offers (wechat, alipay, unionpay), in the order patients
+    see them; labels: guahao.payments.channels.PaymentChannel(code).label."""
+    return hospital.offered_channels
 
 
 def get_department(department_id: int, *, hospital: Hospital | None = None) -> Department:
@@ -134,6 +142,67 @@ def doctors_of(hospital: Hospital, *, department: Department | None = None) -> Q
     if department is not None:
         qs = qs.filter(department_id__in=department_index(hospital.id).subtree(department.id))
     return qs.select_related("department").order_by("department__sort_order", "department_id", "sort_order", "id")
+
+
+# --- search -------------------------------------------------------------------------------------
+
+SEARCH_MAX_LENGTH = 32
+# A Latin query this long or longer also matches inside the full pinyin (`xueguan` → 心血管内科);
+# shorter ones only as a prefix, or `ke` would list every 科.
+_PINYIN_CONTAINS_FROM = 3
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Departments first, then doctors; in each, exact matches, then prefix matches, then the rest,
+    then the hospital's own order. Doctors come with their department loaded; departments with
+    their parent."""
+
+    departments: list[Department]
+    doctors: list[Doctor]
+
+
+def _match(q: str) -> tuple[Q, Case] | None:
+    """The filter and the rank (0 exact, 1 prefix, 2 contains) for a query, on the name for Chinese
+    and on the stored pinyin columns for Latin letters; None when nothing can match."""
+    if has_chinese(q):
+        q = unicodedata.normalize("NFKC", q)  # full-width ＣＴ室 is CT室
+        exact, prefix, anywhere = Q(name__iexact=q), Q(name__istartswith=q), Q(name__icontains=q)
+    else:
+        key = search_key(q)
+        if not key:
+            return None
+        exact = Q(name_pinyin=key) | Q(name_initials=key)
+        prefix = Q(name_pinyin__startswith=key) | Q(name_initials__startswith=key)
+        anywhere = prefix | Q(name_pinyin__contains=key) if len(key) >= _PINYIN_CONTAINS_FROM else prefix
+    rank = Case(When(exact, then=Value(0)), When(prefix, then=Value(1)), default=Value(2), output_field=IntegerField())
+    return anywhere, rank
+
+
+def search(hospital: Hospital, q: str, *, limit: int = 20) -> SearchResult:
+    """Active departments and doctors of the hospital whose name matches `q`: Chinese text inside
+    the name (`皮肤`), or Latin letters as the start of the full pinyin or of the initials (`pfk`,
+    `pifu`, `ljg`), or, from three letters on, inside the full pinyin (`xueguan`). At most `limit`
+    of each. Two queries whatever the number of doctors: the match is on indexed columns filled on
+    save (see catalog.pinyin), never on names converted at query time."""
+    q = q.strip()[:SEARCH_MAX_LENGTH]
+    match = _match(q) if q else None
+    if match is None or limit < 1:
+        return SearchResult(departments=[], doctors=[])
+    where, rank = match
+    departments = list(
+        Department.objects.filter(where, hospital=hospital, is_active=True)
+        .select_related("parent")
+        .annotate(rank=rank)
+        .order_by("rank", "level", "sort_order", "id")[:limit]
+    )
+    doctors = list(
+        Doctor.objects.filter(where, hospital=hospital, is_active=True, department__is_active=True)
+        .select_related("department")
+        .annotate(rank=rank)
+        .order_by("rank", "department__sort_order", "sort_order", "id")[:limit]
+    )
+    return SearchResult(departments=departments, doctors=doctors)
 
 
 # --- notices ------------------------------------------------------------------------------------

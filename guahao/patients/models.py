@@ -94,6 +94,8 @@ class Patient(models.Model):
     phone = EncryptedTextField("手机号")
     phone_index = models.CharField(max_length=64, db_index=True)
     verified_at = models.DateTimeField("实名核验时间", null=True, blank=True)
+    # The one the booking pages preselect; at most one per account among active records.
+    is_default = models.BooleanField("默认就诊人", default=False)
     created_at = models.DateTimeField("添加时间", auto_now_add=True)
     removed_at = models.DateTimeField("移除时间", null=True, blank=True)
 
@@ -109,6 +111,11 @@ class Patient(models.Model):
                 fields=["account"],
                 condition=models.Q(relation="self", removed_at__isnull=True),
                 name="patient_one_self_per_account",
+            ),
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=models.Q(is_default=True, removed_at__isnull=True),
+                name="patient_one_default_per_account",
             ),
         ]
 

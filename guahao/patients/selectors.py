@@ -43,6 +43,11 @@ def patients_of(account: Account) -> QuerySet[Patient]:
     )
 
 
+def default_patient(account: Account) -> Patient | None:
+    """The account's default visiting patient (默认就诊人), or None."""
+    return patients_of(account).filter(is_default=True).first()
+
+
 def get_patient_for_account(*, account: Account, patient_id: int) -> Patient:
     """One of the account's own active visiting patients. Another account's patient, or a removed
     one, is answered exactly like a missing one."""

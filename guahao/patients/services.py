@@ -394,6 +394,10 @@ def _add_patient(
                     phone=phone,
                     phone_index=_phone_index(phone),
                     verified_at=clock.now(),
+                    # The first patient of a list is its default (the booking pages preselect it).
+                    is_default=not Patient.objects.filter(
+                        account=account, removed_at__isnull=True, is_default=True
+                    ).exists(),
                 )
         except IntegrityError as exc:  # only without the account lock (it queues these on both DBs)
             raise Conflict("该就诊人已在您的就诊人列表中", code="patient_exists") from exc
@@ -411,10 +415,29 @@ def remove_patient(*, account: Account, patient_id: int) -> None:
     with transaction.atomic():
         removed = Patient.objects.filter(
             id=patient_id, account=account, removed_at__isnull=True
-        ).update(removed_at=clock.now())
+        ).update(removed_at=clock.now(), is_default=False)
     if not removed:
         raise NotFound("就诊人不存在", code="patient_not_found")
     log.info("patient removed", extra={"account_id": account.pk, "patient_id": patient_id})
+
+
+def set_default_patient(*, account: Account, patient_id: int) -> Patient:
+    """Make one of `account`'s active patients its default (默认就诊人), the one the booking pages
+    preselect; the previous default stops being one in the same transaction. Another account's
+    patient, or a removed one, is answered exactly like a missing one (NotFound)."""
+    with transaction.atomic():
+        # Lock the account row: two devices choosing at once queue here, not on the unique index.
+        list(Account.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True))
+        patient = Patient.objects.filter(id=patient_id, account=account, removed_at__isnull=True).first()
+        if patient is None:
+            raise NotFound("就诊人不存在", code="patient_not_found")
+        Patient.objects.filter(account=account, is_default=True).exclude(id=patient.id).update(
+            is_default=False
+        )
+        Patient.objects.filter(id=patient.id, removed_at__isnull=True).update(is_default=True)
+    patient.is_default = True
+    log.info("default patient set", extra={"account_id": account.pk, "patient_id": patient.pk})
+    return patient
 
 
 def _check_room(*, account: Account, id_index: str, relation: str) -> None:

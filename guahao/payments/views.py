@@ -9,6 +9,7 @@ import json
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -97,8 +98,17 @@ def _answer(
         "message": message,
         "payable": trade is not None and trade.state == SandboxTrade.State.NOTPAY,
         "success": outcome in {"paid", "already_paid"},
+        "return_url": _return_url(request),
     }
     return render(request, "payments/sandbox_pay.html", context, status=status)
+
+
+def _return_url(request: HttpRequest) -> str:
+    """Where 返回商户 leads (a provider's H5 cashier takes a redirect URL too): a path on this site."""
+    target = request.GET.get("return", "")
+    if target.startswith("/") and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return target
+    return ""
 
 
 def _yuan(fen: int) -> str:

@@ -34,6 +34,7 @@ class ReleaseRuleAdmin(admin.ModelAdmin):
         "window_days",
         "lock_minutes",
         "cancel_deadline_hours",
+        "book_before_minutes",
         "max_live_holds_per_account",
         "max_holds_per_day_per_account",
     )

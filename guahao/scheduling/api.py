@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Field, Query, Router, Schema
 
 from guahao import clock
 from guahao.catalog import selectors as catalog
@@ -73,6 +73,7 @@ class SlotWindowOut(Schema):
     total: int
     free: int
     slot_id: int | None
+    closed: bool = Field(description="该时段已开始或即将开始（放号规则的截止分钟数内），不再接受预约")
 
 
 class SessionSlotsOut(Schema):

@@ -35,6 +35,11 @@ class ReleaseRule(models.Model):
     )
     max_live_holds_per_account = models.PositiveSmallIntegerField("每账号同时锁号上限", default=2)
     max_holds_per_day_per_account = models.PositiveSmallIntegerField("每账号每日锁号上限", default=6)
+    book_before_minutes = models.PositiveSmallIntegerField(
+        "预约截止（时段开始前分钟数）",
+        default=30,
+        help_text="当天的排班开始后，尚未开始的就诊时段仍可预约，直到该时段开始前多少分钟",
+    )
     register_cutoff_minutes = models.PositiveSmallIntegerField(
         "挂号结果确认截止（就诊前分钟数）",
         default=60,

@@ -1,6 +1,6 @@
 """Reads for schedules: which release rule applies, whether a session can be booked now, and the
-availability calendar patients browse. Booking uses `check_bookable` and `free_slot_q`, so "can
-this be booked" and "is this slot free" are decided in one place."""
+availability calendar patients browse. Booking uses `check_bookable`, `check_window_open` and
+`bookable_slot_q`, so "can this be booked" and "is this slot free" are decided in one place."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from dataclasses import dataclass
 from django.db import models
 from django.db.models import (
     BooleanField,
+    Case,
     Count,
+    DateTimeField,
     ExpressionWrapper,
     F,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
+    Value,
+    When,
 )
 from django.db.models.functions import Coalesce
 
@@ -49,11 +53,43 @@ def free_slot_q(now: dt.datetime) -> Q:
     return Q(state=Slot.State.FREE) | Q(state=Slot.State.HELD, held_until__lte=now)
 
 
-def _free_count(now: dt.datetime) -> Coalesce:
-    """Per-session free slot count as a subquery, for annotating a Session queryset."""
+def booking_cutoff(rule: ReleaseRule, now: dt.datetime) -> dt.datetime:
+    """Time windows that start at or before this moment take no more bookings: the rule's
+    book_before_minutes from now, so a patient can still reach the clinic. A session that has
+    started keeps taking bookings for its later windows."""
+    return now + dt.timedelta(minutes=rule.book_before_minutes)
+
+
+def bookable_slot_q(now: dt.datetime, cutoff: dt.datetime) -> Q:
+    """A free slot whose time window still takes bookings (`cutoff` from `booking_cutoff`). Every
+    condition is on the slot row itself (window_start never changes), so it belongs in the WHERE
+    of the claiming UPDATE as a compare-and-set."""
+    return free_slot_q(now) & Q(window_start__gt=cutoff)
+
+
+def check_window_open(window_start: dt.datetime, *, rule: ReleaseRule, now: dt.datetime) -> None:
+    """Raise Conflict (window_closed) when a time window has started or starts within the rule's
+    book_before_minutes."""
+    if window_start > booking_cutoff(rule, now):
+        return
+    local = clock.local(window_start)
+    if window_start <= now:
+        raise Conflict(f"{local:%H:%M} 开始的就诊时段已开始，不能再预约，请选择其他时段", code="window_closed")
+    raise Conflict(
+        f"{local:%H:%M} 开始的就诊时段已停止预约（时段开始前 {rule.book_before_minutes} 分钟截止），请选择其他时段",
+        code="window_closed",
+        book_before_minutes=rule.book_before_minutes,
+    )
+
+
+def _free_count(now: dt.datetime, cutoff: object = None) -> Coalesce:
+    """Per-session free slot count as a subquery, for annotating a Session queryset; with `cutoff`
+    (a datetime or an expression of the outer session row) only windows that still take bookings."""
+    slots = Slot.objects.filter(session=OuterRef("pk"))
+    if cutoff is not None:
+        slots = slots.filter(window_start__gt=cutoff)
     free = (
-        Slot.objects.filter(session=OuterRef("pk"))
-        .filter(free_slot_q(now))
+        slots.filter(free_slot_q(now))
         .order_by()
         .values("session")
         .annotate(n=Count("pk"))
@@ -109,14 +145,22 @@ def released_at(session: Session, rule: ReleaseRule) -> dt.datetime:
 
 
 def _gate(
-    session: Session, rule: ReleaseRule, now: dt.datetime, *, status: str | None = None
+    session: Session,
+    rule: ReleaseRule,
+    now: dt.datetime,
+    *,
+    status: str | None = None,
+    last_window_start: dt.datetime | None = None,
 ) -> tuple[SessionState | None, dt.datetime]:
     """Why a session cannot be booked at `now` (None: it can), and its release moment. `status`
-    overrides the session object's, when the caller has just read it from the database."""
+    overrides the session object's, when the caller has just read it from the database. The
+    session is closed once its last window no longer takes bookings (see `booking_cutoff`);
+    without `last_window_start`, once its end is that close (each window is then checked by
+    `check_window_open`)."""
     release = released_at(session, rule)
     if (status or session.status) == Session.Status.SUSPENDED:
         return SessionState.SUSPENDED, release
-    if now >= session.starts_at:
+    if booking_cutoff(rule, now) >= (last_window_start or session.ends_at):
         return SessionState.CLOSED, release
     if now < release:
         return SessionState.NOT_RELEASED, release
@@ -150,9 +194,11 @@ def get_session(session_id: int) -> Session:
 
 def check_bookable(session: Session, *, now: dt.datetime, status_is_fresh: bool = False) -> ReleaseRule:
     """Raise Conflict unless the session can be booked at `now`; return the release rule in force
-    (lock minutes, caps) for the caller to apply. Codes: session_suspended, session_closed (the
-    session has started or ended), not_released (detail release_at). Slot freeness is the caller's
-    conditional UPDATE with `free_slot_q`. A session whose hospital, department or doctor has been
+    (lock minutes, caps, book_before_minutes) for the caller to apply. Codes: session_suspended,
+    session_closed (its end is within book_before_minutes: no window can take bookings), not_released
+    (detail release_at).
+    The chosen window is the caller's to check (`check_window_open`), and slot freeness its
+    conditional UPDATE's (`bookable_slot_q`). A session whose hospital, department or doctor has been
     switched off is NotFound (session_not_found), as it is to browsing. The status is read afresh,
     so a 停诊 made after the caller loaded the session still counts, unless the caller has just
     loaded it through `get_session` in this request (`status_is_fresh`: one query fewer on the
@@ -168,7 +214,7 @@ def check_bookable(session: Session, *, now: dt.datetime, status_is_fresh: bool 
     if state == SessionState.SUSPENDED:
         raise Conflict("该时段已停诊，请选择其他日期或医生", code="session_suspended")
     if state == SessionState.CLOSED:
-        raise Conflict("该时段已开始就诊或已结束，不能再预约", code="session_closed")
+        raise Conflict("该出诊已结束或即将结束，不能再预约，请选择其他日期或医生", code="session_closed")
     if state == SessionState.NOT_RELEASED:
         raise Conflict(
             f"该号源将于 {format_release_time(release)} 开放预约",
@@ -222,8 +268,11 @@ class DayAvailability:
     sessions: list[SessionAvailability]
 
 
-def _describe(session: Session, rule: ReleaseRule, *, free: int, now: dt.datetime) -> SessionAvailability:
-    state, release = _gate(session, rule, now)
+def _describe(
+    session: Session, rule: ReleaseRule, *, free: int, now: dt.datetime, last_window_start: dt.datetime | None
+) -> SessionAvailability:
+    """`free`: the free numbers in windows that still take bookings."""
+    state, release = _gate(session, rule, now, last_window_start=last_window_start)
     if state is None:
         state = SessionState.AVAILABLE if free > 0 else SessionState.FULL
     doctor = session.doctor
@@ -279,15 +328,20 @@ def availability(
         sessions = sessions.filter(doctor=doctor)
     sessions = (
         sessions.select_related("department", "doctor", "registration_type")
-        .annotate(free=_free_count(now))
         # Department clinics (no doctor) first, then doctors in the hospital's order, on every DB.
         .order_by("date", "starts_at", "department__sort_order", F("doctor__sort_order").asc(nulls_first=True), "id")
     )
     rules = _RuleBook(hospital.id, index)
+    candidates = index.subtree(department.id) if department is not None else [doctor.department_id]
+    sessions = sessions.annotate(
+        cutoff=_cutoff_by_department(rules, candidates, now), last_window_start=_last_window_start()
+    ).annotate(free=_free_count(now, cutoff=OuterRef("cutoff")))
     by_date: dict[dt.date, list[SessionAvailability]] = {d: [] for d in dates}
     for session in sessions:
         rule = rules.for_department(session.department_id)
-        by_date[session.date].append(_describe(session, rule, free=session.free, now=now))
+        by_date[session.date].append(
+            _describe(session, rule, free=session.free, now=now, last_window_start=session.last_window_start)
+        )
     return [
         DayAvailability(
             date=d,
@@ -299,6 +353,27 @@ def availability(
     ]
 
 
+def _last_window_start() -> Subquery:
+    last = Slot.objects.filter(session=OuterRef("pk")).order_by("-window_start").values("window_start")[:1]
+    return Subquery(last, output_field=DateTimeField())
+
+
+def _cutoff_by_department(rules: _RuleBook, department_ids: Iterable[int], now: dt.datetime) -> Value | Case:
+    """Each session's booking cutoff as an SQL value: departments may have rules of their own, so
+    one CASE over the departments (one branch per distinct book_before_minutes) keeps it one query."""
+    by_minutes: dict[int, list[int]] = {}
+    for department_id in department_ids:
+        minutes = rules.for_department(department_id).book_before_minutes
+        by_minutes.setdefault(minutes, []).append(department_id)
+    cutoffs = {minutes: now + dt.timedelta(minutes=minutes) for minutes in by_minutes}
+    if len(cutoffs) == 1:
+        return Value(next(iter(cutoffs.values())), output_field=DateTimeField())
+    return Case(
+        *(When(department_id__in=ids, then=Value(cutoffs[m])) for m, ids in by_minutes.items()),
+        output_field=DateTimeField(),
+    )
+
+
 # --- slots of one session ---------------------------------------------------------------------
 
 
@@ -307,8 +382,9 @@ class SlotWindow:
     window_start: dt.datetime
     window_end: dt.datetime
     total: int
-    free: int
+    free: int  # 0 in a closed window, whatever its rows say
     slot_id: int | None  # a free slot to hold in this window, when the session can be booked
+    closed: bool = False  # started, or starts within the rule's book_before_minutes
 
 
 @dataclass(frozen=True)
@@ -317,13 +393,16 @@ class SessionSlots:
     windows: list[SlotWindow]
 
 
-def _group_windows(rows: Iterable[dict], *, bookable: bool, countable: bool) -> list[SlotWindow]:
+def _group_windows(
+    rows: Iterable[dict], *, bookable: bool, countable: bool, cutoff: dt.datetime
+) -> list[SlotWindow]:
     windows: dict[tuple[dt.datetime, dt.datetime], dict] = {}
     for row in rows:
         key = (row["window_start"], row["window_end"])
-        w = windows.setdefault(key, {"total": 0, "free": 0, "slot_id": None})
+        closed = row["window_start"] <= cutoff
+        w = windows.setdefault(key, {"total": 0, "free": 0, "slot_id": None, "closed": closed})
         w["total"] += 1
-        if row["is_free"] and countable:
+        if row["is_free"] and countable and not closed:
             w["free"] += 1
             if bookable and w["slot_id"] is None:
                 w["slot_id"] = row["id"]
@@ -334,18 +413,24 @@ def _group_windows(rows: Iterable[dict], *, bookable: bool, countable: bool) -> 
 
 
 def slots_of(session: Session, *, now: dt.datetime) -> SessionSlots:
-    """The session's time windows (分时段) with total and free numbers in each."""
+    """The session's time windows (分时段) with total and free numbers in each; windows that have
+    started or start within the rule's book_before_minutes are closed (free 0, no slot_id), and
+    the session's remaining count leaves them out, as the calendar's does."""
     rows = list(
         Slot.objects.filter(session=session)
         .annotate(is_free=ExpressionWrapper(free_slot_q(now), output_field=BooleanField()))
         .order_by("window_start", "seq")
         .values("id", "window_start", "window_end", "is_free")
     )
-    free = sum(1 for r in rows if r["is_free"])
-    described = _describe(session, release_rule_for(session), free=free, now=now)
+    rule = release_rule_for(session)
+    cutoff = booking_cutoff(rule, now)
+    free = sum(1 for r in rows if r["is_free"] and r["window_start"] > cutoff)
+    last = max((r["window_start"] for r in rows), default=None)
+    described = _describe(session, rule, free=free, now=now, last_window_start=last)
     windows = _group_windows(
         rows,
         bookable=described.status == SessionState.AVAILABLE,
         countable=described.status not in (SessionState.SUSPENDED, SessionState.CLOSED),
+        cutoff=cutoff,
     )
     return SessionSlots(session=described, windows=windows)

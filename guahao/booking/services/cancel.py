@@ -13,7 +13,12 @@ from guahao.booking.services.common import (
     refund_no,
     submit_refund_now,
 )
-from guahao.booking.states import RegistrationStatus, check_registration_move, registration_sources
+from guahao.booking.states import (
+    RegistrationStatus,
+    check_registration_move,
+    registration_refusal,
+    registration_sources,
+)
 from guahao.db import atomic_retry
 from guahao.errors import Conflict
 from guahao.his.base import HisRefused, HisTimeout
@@ -66,7 +71,8 @@ def start_refund_for_cancellation(*, registration: Registration, reason: str, ca
             status__in=registration_sources(RegistrationStatus.REFUNDING, RegistrationStatus.BOOKED),
         ).update(status=RegistrationStatus.REFUNDING, cancelled_at=now, cancel_reason=reason[:100])
         if not moved:
-            raise Conflict("挂号状态已变化，请刷新后查看", code="registration_state_conflict")
+            current = Registration.objects.values_list("status", flat=True).get(id=registration.id)
+            raise registration_refusal(current, RegistrationStatus.REFUNDING)
         # The number goes back to the pool for other patients.
         Slot.objects.filter(id=registration.slot_id, state=Slot.State.BOOKED).update(
             state=Slot.State.FREE, held_until=None

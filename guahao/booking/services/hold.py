@@ -21,8 +21,9 @@ from guahao.booking.services.common import (
     service_phone_hint,
 )
 from guahao.booking.services.settle import complete_paid_hold
-from guahao.booking.states import HoldState, hold_sources
-from guahao.catalog.selectors import pending_notices
+from guahao.booking.states import HoldState, hold_refusal, hold_sources
+from guahao.catalog.models import Hospital
+from guahao.catalog.selectors import payment_channels_of, pending_notices
 from guahao.db import atomic_retry
 from guahao.errors import (
     Conflict,
@@ -38,37 +39,50 @@ from guahao.patients.models import Account
 from guahao.patients.selectors import get_patient_for_account
 from guahao.payments import selectors as payment_selectors
 from guahao.payments import services as payments
+from guahao.payments.channels import channel_labels
 from guahao.payments.models import Payment
 from guahao.payments.providers.base import PayParams
 from guahao.policies.selectors import active_restriction
 from guahao.scheduling.models import Session, Slot
-from guahao.scheduling.selectors import check_bookable, free_slot_q, get_session
+from guahao.scheduling.selectors import (
+    bookable_slot_q,
+    booking_cutoff,
+    check_bookable,
+    check_window_open,
+    free_slot_q,
+    get_session,
+)
 from guahao.scheduling.services import lock_session_status
 
 
-def _claim_slot_by_id(*, slot_id: int, session_id: int, now: dt.datetime, until: dt.datetime) -> int | None:
+def _claim_slot_by_id(
+    *, slot_id: int, session_id: int, now: dt.datetime, cutoff: dt.datetime, until: dt.datetime
+) -> int | None:
     claimed = (
-        Slot.objects.filter(free_slot_q(now), id=slot_id, session_id=session_id)
+        Slot.objects.filter(bookable_slot_q(now, cutoff), id=slot_id, session_id=session_id)
         .update(state=Slot.State.HELD, held_until=until)
     )
     return slot_id if claimed else None
 
 
-# The free condition spells out scheduling.selectors.free_slot_q in SQL (RETURNING needs raw SQL);
-# test_holds covers both paths on expired claims, so the two cannot drift apart unnoticed.
+# The condition spells out scheduling.selectors.bookable_slot_q in SQL (RETURNING needs raw SQL);
+# test_holds (expired claims) and test_today_windows (closing windows) cover both paths, so the
+# two cannot drift apart unnoticed.
 _CLAIM_IN_WINDOW = """
 UPDATE scheduling_slot SET state = 'held', held_until = %(until)s
 WHERE id = (
     SELECT id FROM scheduling_slot
-    WHERE session_id = %(session)s AND window_start = %(window)s
+    WHERE session_id = %(session)s AND window_start = %(window)s AND window_start > %(cutoff)s
       AND (state = 'free' OR (state = 'held' AND held_until <= %(now)s))
     ORDER BY seq LIMIT 1 {lock}
-) AND (state = 'free' OR (state = 'held' AND held_until <= %(now)s))
+) AND window_start > %(cutoff)s AND (state = 'free' OR (state = 'held' AND held_until <= %(now)s))
 RETURNING id
 """
 
 
-def _claim_slot_in_window(*, session_id: int, window: dt.datetime, now: dt.datetime, until: dt.datetime) -> int | None:
+def _claim_slot_in_window(
+    *, session_id: int, window: dt.datetime, now: dt.datetime, cutoff: dt.datetime, until: dt.datetime
+) -> int | None:
     """Claim the first free number in a time window with one statement. On PostgreSQL, SKIP LOCKED
     sends concurrent claimants to different rows instead of queueing them on the same one; SQLite
     has one writer at a time, so the statement is atomic there as it stands."""
@@ -81,6 +95,7 @@ def _claim_slot_in_window(*, session_id: int, window: dt.datetime, now: dt.datet
                 "session": session_id,
                 "window": connection.ops.adapt_datetimefield_value(window),
                 "now": connection.ops.adapt_datetimefield_value(now),
+                "cutoff": connection.ops.adapt_datetimefield_value(cutoff),
             },
         )
         row = cursor.fetchone()
@@ -95,20 +110,24 @@ def hold_slot(
     window_start: dt.datetime | None = None,
 ) -> Hold:
     """Claim one slot for the account: a given slot, or the first free one in a session's time
-    window. Guarantees at most one live hold per slot, and none in a session suspended before the
-    claim commits (its status is read under the session's shared lock). A loser of a release burst
-    is answered from reads alone (no write transaction); the conditional UPDATE decides between the
-    rest. The HIS lock follows; if the HIS refuses or does not answer, the claim is undone and the
+    window. Guarantees at most one live hold per slot, none in a session suspended before the
+    claim commits (its status is read under the session's shared lock), and none in a time window
+    that has started or starts within the rule's book_before_minutes (a condition in the claim's
+    own WHERE on the slot row; later windows of a started session stay bookable). A loser of a
+    release burst is answered from reads alone (no write transaction); the conditional UPDATE
+    decides between the rest. The HIS lock follows; if the HIS refuses or does not answer, the claim is undone and the
     HIS lock released by an outbox job (a timed-out lock may have been taken)."""
     now = clock.now()
+    if window_start is not None and window_start.tzinfo is None:
+        window_start = window_start.replace(tzinfo=clock.LOCAL_TZ)  # a time without offset is the hospital's
     # One light read first: most of a release burst asks for numbers that are already gone, and
     # those requests are answered here, before anything heavier (a number not yet released or in
     # a suspended session is still free, so it goes on to the session checks below).
     if slot_id is not None:
-        found = Slot.objects.filter(id=slot_id).values_list("session_id", free_slot_q(now)).first()
+        found = Slot.objects.filter(id=slot_id).values_list("session_id", "window_start", free_slot_q(now)).first()
         if found is None:
             raise NotFound("号源不存在", code="slot_not_found")
-        session_id, free = found
+        session_id, slot_window, free = found
         if not free:
             raise _slot_taken()
     elif session_id is None or window_start is None:
@@ -117,15 +136,19 @@ def hold_slot(
         raise _window_refusal(session_id=session_id, window_start=window_start)
     session = get_session(session_id)  # fresh from the database, so its status is current
     rule = check_bookable(session, now=now, status_is_fresh=True)
+    check_window_open(slot_window if slot_id is not None else window_start, rule=rule, now=now)
+    cutoff = booking_cutoff(rule, now)
     until = now + dt.timedelta(minutes=rule.lock_minutes)
 
     def claim() -> Hold:
         if lock_session_status(session.id) != Session.Status.OPEN:
             raise Conflict("该时段已停诊，请选择其他日期或医生", code="session_suspended")
         if slot_id is not None:
-            claimed = _claim_slot_by_id(slot_id=slot_id, session_id=session.id, now=now, until=until)
+            claimed = _claim_slot_by_id(slot_id=slot_id, session_id=session.id, now=now, cutoff=cutoff, until=until)
         else:
-            claimed = _claim_slot_in_window(session_id=session.id, window=window_start, now=now, until=until)
+            claimed = _claim_slot_in_window(
+                session_id=session.id, window=window_start, now=now, cutoff=cutoff, until=until
+            )
         if claimed is None:
             raise _slot_taken() if slot_id is not None else _window_refusal(session_id=session.id, window_start=window_start)
         # A hold that lapsed without a sweeper still says HELD/PAYING: close it so the partial
@@ -227,28 +250,31 @@ def _undo_claim(*, hold: Hold, reason: str) -> None:
 def _live_hold(*, account: Account, hold_id: int, now: dt.datetime) -> Hold:
     hold = selectors.get_hold_for_account(account=account, hold_id=hold_id)
     state = selectors.effective_state(hold, now)
-    if state == HoldState.EXPIRED:
-        raise _hold_expired()
     if state not in CLAIMABLE:
-        raise Conflict(f"锁号单当前状态为「{state.label}」，不能进行此操作", code="hold_state_conflict")
+        raise hold_refusal(state)
     return hold
 
 
 def _hold_expired() -> Conflict:
-    return Conflict("锁号已超时，号源已释放，请重新选择号源", code="hold_expired")
+    return hold_refusal(HoldState.EXPIRED)
+
+
+def _refusal_now(hold_id: int, now: dt.datetime) -> Conflict:
+    """A conditional update found the hold moved on: tell the patient what it became."""
+    return hold_refusal(selectors.effective_state(Hold.objects.get(id=hold_id), now))
 
 
 def confirm_hold(*, account: Account, hold_id: int, patient_id: int, channel: str, insurance: bool) -> Hold:
-    """Attach the visiting patient and payment choice to a live hold. The patient must have
-    acknowledged the hospital's current notices and must not be under a booking restriction. Once
-    a payment order is open (PAYING) the visiting patient is fixed; the channel may still change
-    for the next order."""
+    """Attach the visiting patient and payment choice to a live hold. The channel must be one the
+    hospital offers (channel_not_offered names those it does). The patient must have acknowledged
+    the hospital's current notices and must not be under a booking restriction. Once a payment
+    order is open (PAYING) the visiting patient is fixed; the channel may still change for the
+    next order."""
     now = clock.now()
     hold = _live_hold(account=account, hold_id=hold_id, now=now)
-    if channel not in Hold.Channel.values:
-        raise InvalidInput("支付渠道（channel）应为 wechat、alipay 或 unionpay", code="invalid_channel")
-    patient = get_patient_for_account(account=account, patient_id=patient_id)
     hospital = hold.session.hospital
+    _check_channel_offered(hospital, channel)
+    patient = get_patient_for_account(account=account, patient_id=patient_id)
     pending = pending_notices(account=account, hospital=hospital)
     if pending:
         raise Conflict(
@@ -289,6 +315,18 @@ def confirm_hold(*, account: Account, hold_id: int, patient_id: int, channel: st
     return selectors.get_hold_for_account(account=account, hold_id=hold.id)
 
 
+def _check_channel_offered(hospital: Hospital, channel: str) -> None:
+    offered = payment_channels_of(hospital)
+    if channel not in Hold.Channel.values:
+        raise InvalidInput(f"支付方式（channel）应为 {channel_labels(offered)}", code="invalid_channel")
+    if channel not in offered:
+        raise InvalidInput(
+            f"本院暂不支持{Hold.Channel(channel).label}，请选择 {channel_labels(offered)}",
+            code="channel_not_offered",
+            offered=offered,
+        )
+
+
 def pay_hold(*, account: Account, hold_id: int) -> tuple[Payment, PayParams]:
     """Open a payment order for a confirmed, live hold. May be called again after a failed payment
     while the hold lives (the earlier order is closed first); at most one order is open at a time,
@@ -297,6 +335,8 @@ def pay_hold(*, account: Account, hold_id: int) -> tuple[Payment, PayParams]:
     hold = _live_hold(account=account, hold_id=hold_id, now=now)
     if hold.patient_id is None or not hold.channel:
         raise Conflict("请先选择就诊人和支付方式", code="hold_not_confirmed")
+    # The hospital may have switched the chosen channel off since the confirmation.
+    _check_channel_offered(hold.session.hospital, hold.channel)
     if payment_selectors.paid_awaiting_settlement(hold_id=hold.id):
         raise Conflict("您已完成支付，正在为您办理挂号，请稍后刷新查看", code="payment_already_paid")
 
@@ -309,7 +349,7 @@ def pay_hold(*, account: Account, hold_id: int) -> tuple[Payment, PayParams]:
         return moved
 
     if not atomic_retry(start_paying):
-        raise _hold_expired()
+        raise _refusal_now(hold.id, now)
     hold.state = HoldState.PAYING
     return payments.start_payment(hold=hold)
 
@@ -338,7 +378,7 @@ def release_hold(*, account: Account, hold_id: int) -> Hold:
             id=hold.id, state__in=hold_sources(HoldState.RELEASED, *CLAIMABLE), expires_at__gt=now
         ).update(state=HoldState.RELEASED, updated_at=now)
         if not released:
-            raise Conflict("锁号状态已变化，请刷新后查看", code="hold_state_conflict")
+            raise _refusal_now(hold.id, now)
         free_slot(slot_id=hold.slot_id, held_until=hold.expires_at)
         emit("hold.released", hold_id=hold.id)
 

@@ -131,11 +131,11 @@ def settle_overdue_registering(*, limit: int = 100) -> int:
     """Sweeper: every REGISTERING hold past its cutoff is settled now, whatever the outbox's back-off:
     registered if the HIS says so, else refunded and cancelled at the HIS."""
     now = clock.now()
-    # No cutoff comes before both the grace after registering began and the session's start, so
+    # No cutoff comes before both the grace after registering began and the window's start, so
     # this bounds the candidates in the database; the exact cutoff is checked per hold.
     candidates = (
         Hold.objects.select_related("session__hospital", "slot", "payment")
-        .filter(Q(updated_at__lte=now - selectors.REGISTER_GRACE) | Q(session__starts_at__lte=now), state=HoldState.REGISTERING)
+        .filter(Q(updated_at__lte=now - selectors.REGISTER_GRACE) | Q(slot__window_start__lte=now), state=HoldState.REGISTERING)
         .order_by("id")
     )
     overdue = list(itertools.islice((h for h in candidates.iterator() if now >= selectors.registering_cutoff(h)), limit))

@@ -102,3 +102,19 @@ def ledger_is_clean_after_each_scenario(request):
         from guahao.ledger import find_violations
 
         assert find_violations() == []
+
+
+def registered(account: Account, patient: Patient, session: Session, *, seq: int = 1):
+    """A registration (BOOKED) of `patient` on the session's number `seq`, made through hold,
+    confirm, pay, the provider's notification and the worker."""
+    from guahao.booking import services
+    from guahao.booking.models import Registration
+    from guahao.payments.providers import sandbox
+    from guahao.testing import run_worker
+
+    hold = services.hold_slot(account=account, slot_id=session.slots.get(seq=seq).id)
+    services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+    payment, _ = services.pay_hold(account=account, hold_id=hold.id)
+    sandbox.pay(payment.out_trade_no)
+    run_worker()
+    return Registration.objects.get(hold=hold)

@@ -192,19 +192,19 @@ def test_an_his_that_never_answers_is_given_up_at_the_cutoff_refunded_and_cancel
     assert simulated_his.active_registrations() == set()  # never both registered and refunded
 
 
-def test_the_cutoff_is_minutes_before_the_session_and_never_before_a_short_grace(world, booker):
+def test_the_cutoff_is_minutes_before_the_window_and_never_before_a_short_grace(world, booker):
     ReleaseRule.objects.filter(hospital=world.hospital).update(register_cutoff_minutes=60)
     hold, _ = paid(world, *booker)
     run_worker()
-    hold = Hold.objects.select_related("session").get(id=hold.id)
+    hold = Hold.objects.select_related("session", "slot").get(id=hold.id)
     assert hold.state == HoldState.SUCCEEDED
+    window = hold.slot.window_start
     assert selectors.registering_cutoff(hold) == max(
-        world.session.starts_at - dt.timedelta(minutes=60), min(hold.updated_at + selectors.REGISTER_GRACE, world.session.starts_at)
+        window - dt.timedelta(minutes=60), min(hold.updated_at + selectors.REGISTER_GRACE, window)
     )
-    soon = Session.objects.get(id=world.session.id)
-    soon.starts_at = clock.now() + dt.timedelta(minutes=30)
-    hold.session = soon
-    # Booked half an hour before the session: the HIS still gets its grace, not an instant refund.
+    # Booked half an hour before its window (a later window of a started session, say): the HIS
+    # still gets its grace, not an instant refund.
+    hold.slot.window_start = clock.now() + dt.timedelta(minutes=30)
     assert selectors.registering_cutoff(hold) == hold.updated_at + selectors.REGISTER_GRACE
 
 

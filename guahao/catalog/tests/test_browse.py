@@ -58,7 +58,9 @@ def test_hospitals_lists_only_active_ones(tree):
     hidden.save()
     body = api_client().get("/api/v1/hospitals").json()
     assert [h["name"] for h in body] == ["示范医院"]
-    assert set(body[0]) == {"id", "code", "name", "grade", "address", "service_phone", "browse_level"}
+    assert set(body[0]) == {
+        "id", "code", "name", "grade", "address", "service_phone", "browse_level", "payment_channels"
+    }
     assert api_client().get(f"/api/v1/hospitals/{hidden.id}/departments").status_code == 404
 
 

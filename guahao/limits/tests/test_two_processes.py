@@ -85,7 +85,7 @@ def _wait_until_up(url: str) -> None:
         try:
             urllib.request.urlopen(url + "/healthz", timeout=2).read()
             return
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):  # a worker still booting
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

@@ -188,8 +188,8 @@ def test_an_unknown_id_type_or_relation_is_a_422() -> None:
     bad_relation = client.post("/api/v1/patients", _patient_body(relation="friend"))
 
     assert bad_type.status_code == bad_relation.status_code == 422
-    assert "id_type：不是允许的取值" in bad_type.json()["message"]
-    assert "relation：不是允许的取值" in bad_relation.json()["message"]
+    assert "id_type：应为 居民身份证、港澳台居民居住证、外国人永久居留身份证" in bad_type.json()["message"]
+    assert "relation：应为 本人、配偶、子女、父母、其他" in bad_relation.json()["message"]
 
 
 @pytest.mark.usefixtures("roomy_add_limits")

@@ -43,6 +43,7 @@ def test_doctor_availability_and_session_slots_over_http(world, ten_am):
         "total": 1,
         "free": 1,
         "slot_id": None,
+        "closed": False,
     }
 
 

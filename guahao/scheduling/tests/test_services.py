@@ -93,12 +93,33 @@ def test_suspending_stops_booking_and_tells_booking_once(world, ten_am):
     assert err.value.code == "session_suspended"
 
 
-def test_a_started_session_cannot_be_booked(world, ten_am):
-    session = make_session(world.cardiology, day=day(0), start=dt.time(9, 30))
+def test_a_session_closes_when_its_last_window_is_within_the_booking_margin(world, ten_am):
+    # 08:00–10:00: every window has started.
+    session = make_session(world.cardiology, day=day(0), start=dt.time(8, 0))
     with pytest.raises(Conflict) as err:
         selectors.check_bookable(session, now=clock.now())
     assert err.value.code == "session_closed"
     assert selectors.check_bookable(make_session(world.cardiology, day=day(0), start=dt.time(13, 30)), now=clock.now())
+
+
+def test_a_started_session_keeps_its_later_windows_bookable(world, ten_am):
+    # 09:30–11:30 in four windows; bookings close 30 minutes (the default) before each window.
+    session = make_session(world.cardiology, day=day(0), start=dt.time(9, 30))
+    rule = selectors.check_bookable(session, now=clock.now())
+    assert rule.book_before_minutes == 30
+    windows = [clock.at_local(day(0), dt.time(h, m)) for h, m in ((9, 30), (10, 0), (10, 30), (11, 0))]
+    messages = []
+    for window in windows[:3]:
+        with pytest.raises(Conflict) as err:
+            selectors.check_window_open(window, rule=rule, now=clock.now())
+        assert err.value.code == "window_closed"
+        messages.append(err.value.message)
+    assert messages == [
+        "09:30 开始的就诊时段已开始，不能再预约，请选择其他时段",
+        "10:00 开始的就诊时段已开始，不能再预约，请选择其他时段",
+        "10:30 开始的就诊时段已停止预约（时段开始前 30 分钟截止），请选择其他时段",
+    ]
+    selectors.check_window_open(windows[3], rule=rule, now=clock.now())
 
 
 def test_numbers_taken_offline_are_booked_and_marked(world, ten_am):
