@@ -77,8 +77,9 @@ def test_every_window_of_a_rule_counts(backend, settings, at_window_start) -> No
 
 def test_a_rule_switched_off_never_refuses(backend, settings) -> None:
     settings.LIMITS = {**settings.LIMITS, "browse_ip": "off"}
-    for _ in range(50):
-        limits.hit("browse_ip", "192.0.2.3")
+    assert limits.windows("browse_ip") == ()
+    assert all(limits.hit("browse_ip", "192.0.2.3") is None for _ in range(50))
+    assert not limits.over("browse_ip", "192.0.2.3")
 
 
 def test_the_database_keeps_hashes_not_addresses(settings, db) -> None:
