@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-import importlib
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from guahao.his.base import HisAdapter
 
@@ -20,5 +20,4 @@ def adapter() -> HisAdapter:
     target = ADAPTERS.get(settings.HIS_ADAPTER)
     if target is None:
         raise ValueError(f"unknown GUAHAO_HIS_ADAPTER {settings.HIS_ADAPTER!r}")
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return import_string(target.replace(":", "."))()

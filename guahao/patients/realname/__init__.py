@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from guahao.patients.realname.base import RealnameRejected, RealnameUnavailable, RealnameVerifier
 
@@ -31,5 +30,4 @@ def verifier() -> RealnameVerifier:
     target = VERIFIERS.get(settings.REALNAME_VERIFIER)
     if target is None:
         raise ImproperlyConfigured(f"unknown GUAHAO_REALNAME_VERIFIER {settings.REALNAME_VERIFIER!r}")
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return import_string(target.replace(":", "."))()

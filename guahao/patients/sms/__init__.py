@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from guahao.patients.sms.base import SmsNotSent, SmsSender
 
@@ -24,5 +23,4 @@ def sender() -> SmsSender:
     target = CHANNELS.get(settings.SMS_CHANNEL)
     if target is None:
         raise ImproperlyConfigured(f"unknown GUAHAO_SMS_CHANNEL {settings.SMS_CHANNEL!r}")
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return import_string(target.replace(":", "."))()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-import importlib
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from guahao.payments.providers.base import PaymentProvider
 
@@ -37,5 +37,4 @@ def _load(name: str) -> PaymentProvider:
     target = PROVIDERS.get(name)
     if target is None:
         raise UnknownProvider(f"unknown payment provider {name!r}")
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return import_string(target.replace(":", "."))()
