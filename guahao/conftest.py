@@ -92,3 +92,11 @@ def _patient_names() -> set[str]:
 
     # Compared case-folded: JOHN SMITH is John Smith.
     return set(_API_PATIENT_NAMES) | set(ON_FILE.values()) | PATIENT_NAMES
+
+
+@pytest.fixture
+def admin_client(db):
+    """pytest-django's admin client, signed in as the console demands (password and TOTP)."""
+    from guahao.console.testing import superuser_client
+
+    return superuser_client()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -32,7 +33,7 @@ _bind = os.environ.get("GUAHAO_BIND", "127.0.0.1:8000").replace("0.0.0.0", "127.
 PUBLIC_URL = os.environ.get("GUAHAO_PUBLIC_URL", f"http://{_bind}").rstrip("/")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "guahao.console.apps.ConsoleAdminConfig",  # Django's admin on our ConsoleSite (password + TOTP)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -51,6 +52,10 @@ INSTALLED_APPS = [
     "guahao.limits",
     "captcha",
     "guahao.web",
+    "guahao.console",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -65,10 +70,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the console's second factor
+    "guahao.console.middleware.ConsoleSessionMiddleware",  # 15 idle minutes; password older than 90 days
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "guahao.api.JsonMethodNotAllowedMiddleware",  # /api/: a wrong method gets JSON 405, not English text
     "guahao.web.errors.WebErrorMiddleware",  # patient pages: the error page, never a stack trace
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out sign-in into the lockout page
 ]
 
 # Behind an HTTPS-terminating proxy (production): secure cookies, HSTS, and trust its header.
@@ -159,6 +167,33 @@ SESSION_COOKIE_SAMESITE = "Lax"
 
 # The API takes small JSON bodies; a larger one is answered 413 {code, message} (guahao/api.py).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("GUAHAO_MAX_BODY_BYTES", str(64 * 1024)))
+
+# --- the operator console (等保三级) ------------------------------------------------------------
+
+# django-axes first: it refuses a locked-out account before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "guahao.console.passwords.ComplexityValidator"},
+]
+# 5 failed sign-ins (wrong password or wrong TOTP code) of one username, or from one address,
+# lock it for 15 minutes; a success clears the count.
+AXES_FAILURE_LIMIT = int(os.environ.get("GUAHAO_CONSOLE_MAX_FAILURES", "5"))
+AXES_COOLOFF_TIME = dt.timedelta(minutes=int(os.environ.get("GUAHAO_CONSOLE_LOCK_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "console/locked.html"
+AXES_CLIENT_IP_CALLABLE = "guahao.limits.clientip.client_ip"
+AXES_VERBOSE = False
+# Server-side idle limit of a console session, in minutes.
+CONSOLE_IDLE_MINUTES = int(os.environ.get("GUAHAO_CONSOLE_IDLE_MINUTES", "15"))
+OTP_TOTP_ISSUER = os.environ.get("GUAHAO_CONSOLE_TOTP_ISSUER", "挂号管理后台")
 
 # --- personal data ----------------------------------------------------------------------------
 
@@ -253,5 +288,6 @@ LOGGING = {
         # 4xx answers are expected traffic (a release burst is mostly 409s) and RequestIdMiddleware
         # already logs every request; keep django.request for 5xx.
         "django.request": {"level": "ERROR"},
+        "axes": {"level": "WARNING"},  # the console's sign-ins are in the audit log
     },
 }

@@ -9,21 +9,12 @@ from django.http import HttpRequest
 
 from guahao import pii
 from guahao.booking.models import Hold, Registration
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+from guahao.console.modeladmin import ReadOnlyConsoleAdmin
 
 
 @admin.register(Registration)
-class RegistrationAdmin(ReadOnlyAdmin):
+class RegistrationAdmin(ReadOnlyConsoleAdmin):
+    hospital_field = "session__hospital"
     list_display = ("registration_no", "masked_patient", "session", "slot_seq", "status", "fee_yuan", "booked_at")
     list_filter = ("status", "session__date", "session__department")
     search_fields = ("=registration_no",)
@@ -48,7 +39,8 @@ class RegistrationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyAdmin):
+class HoldAdmin(ReadOnlyConsoleAdmin):
+    hospital_field = "session__hospital"
     list_display = ("id", "session", "slot_seq", "state", "expires_at", "channel", "created_at")
     list_filter = ("state", "channel")
     search_fields = ("=id",)

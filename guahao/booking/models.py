@@ -16,14 +16,14 @@ class Hold(models.Model):
 
     Channel = PaymentChannel  # one list of channels for hospitals, holds and payments
 
-    account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="holds")
-    slot = models.ForeignKey("scheduling.Slot", on_delete=models.PROTECT, related_name="holds")
-    session = models.ForeignKey("scheduling.Session", on_delete=models.PROTECT, related_name="holds")
+    account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="holds", verbose_name="账号")
+    slot = models.ForeignKey("scheduling.Slot", on_delete=models.PROTECT, related_name="holds", verbose_name="号源")
+    session = models.ForeignKey("scheduling.Session", on_delete=models.PROTECT, related_name="holds", verbose_name="排班")
     state = models.CharField("状态", max_length=12, choices=HoldState.choices, default=HoldState.HELD)
     expires_at = models.DateTimeField("锁号截止")
     his_lock_id = models.CharField(max_length=64, blank=True)
     patient = models.ForeignKey(
-        "patients.Patient", on_delete=models.PROTECT, null=True, blank=True, related_name="holds"
+        "patients.Patient", on_delete=models.PROTECT, null=True, blank=True, related_name="holds", verbose_name="就诊人"
     )
     channel = models.CharField("支付渠道", max_length=10, choices=Channel.choices, blank=True)
     insurance = models.BooleanField("医保支付", default=False)
@@ -31,7 +31,7 @@ class Hold(models.Model):
     # The payment that won the slot: set when the hold moves to REGISTERING. Any other paid
     # payment of this hold is refunded.
     payment = models.ForeignKey(
-        "payments.Payment", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        "payments.Payment", on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name="支付"
     )
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
@@ -52,11 +52,11 @@ class Hold(models.Model):
 class Registration(models.Model):
     """A registration (挂号单). Exists only for a hold that succeeded."""
 
-    hold = models.OneToOneField(Hold, on_delete=models.PROTECT, related_name="registration")
-    account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="registrations")
-    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="registrations")
-    slot = models.ForeignKey("scheduling.Slot", on_delete=models.PROTECT, related_name="registrations")
-    session = models.ForeignKey("scheduling.Session", on_delete=models.PROTECT, related_name="registrations")
+    hold = models.OneToOneField(Hold, on_delete=models.PROTECT, related_name="registration", verbose_name="锁号")
+    account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="registrations", verbose_name="账号")
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="registrations", verbose_name="就诊人")
+    slot = models.ForeignKey("scheduling.Slot", on_delete=models.PROTECT, related_name="registrations", verbose_name="号源")
+    session = models.ForeignKey("scheduling.Session", on_delete=models.PROTECT, related_name="registrations", verbose_name="排班")
     registration_no = models.CharField("挂号单号", max_length=40, unique=True)
     status = models.CharField(
         "状态", max_length=12, choices=RegistrationStatus.choices, default=RegistrationStatus.BOOKED
@@ -65,9 +65,16 @@ class Registration(models.Model):
     booked_at = models.DateTimeField("预约时间")
     cancelled_at = models.DateTimeField("取消时间", null=True, blank=True)
     cancel_reason = models.CharField("取消原因", max_length=100, blank=True)
+    # Who cancelled for the patient (a staff username), empty when the patient or 停诊 did.
+    cancelled_by = models.CharField("代取消员工", max_length=150, blank=True)
 
     class Meta:
         verbose_name = verbose_name_plural = "挂号单"
+        permissions = [
+            ("cancel_on_behalf", "代患者取消并退费"),
+            ("mark_attendance", "标记取号、就诊、爽约"),
+            ("export_registration", "导出挂号单"),
+        ]
         indexes = [models.Index(fields=["account", "status"])]
         constraints = [
             models.UniqueConstraint(

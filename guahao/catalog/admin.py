@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from guahao.catalog import services
 from guahao.catalog.models import Campus, Department, Doctor, Hospital, Notice, NoticeAck
+from guahao.console.modeladmin import ConsoleModelAdmin
 from guahao.payments.channels import PaymentChannel, channel_labels, in_channel_order
 
 
@@ -41,7 +42,8 @@ class HospitalForm(forms.ModelForm):
 
 
 @admin.register(Hospital)
-class HospitalAdmin(admin.ModelAdmin):
+class HospitalAdmin(ConsoleModelAdmin):
+    hospital_field = ""
     form = HospitalForm
     list_display = (
         "name", "code", "grade", "browse_level", "schedule_days", "channels", "service_phone", "is_active"
@@ -56,7 +58,7 @@ class HospitalAdmin(admin.ModelAdmin):
 
 
 @admin.register(Campus)
-class CampusAdmin(admin.ModelAdmin):
+class CampusAdmin(ConsoleModelAdmin):
     list_display = ("name", "hospital", "address")
     list_filter = ("hospital",)
     search_fields = ("name", "address")
@@ -84,7 +86,7 @@ class DepartmentForm(forms.ModelForm):
 
 
 @admin.register(Department)
-class DepartmentAdmin(admin.ModelAdmin):
+class DepartmentAdmin(ConsoleModelAdmin):
     form = DepartmentForm
     list_display = ("name", "parent", "level", "hospital", "code", "location", "sort_order", "is_active")
     list_filter = ("hospital", "level", "is_active", "campus")
@@ -114,7 +116,7 @@ class DoctorForm(forms.ModelForm):
 
 
 @admin.register(Doctor)
-class DoctorAdmin(admin.ModelAdmin):
+class DoctorAdmin(ConsoleModelAdmin):
     form = DoctorForm
     list_display = ("name", "title", "department", "hospital", "code", "sort_order", "is_active")
     list_filter = ("hospital", "title", "is_active", "department")
@@ -130,7 +132,7 @@ class NoticeAddForm(forms.ModelForm):
 
 
 @admin.register(Notice)
-class NoticeAdmin(admin.ModelAdmin):
+class NoticeAdmin(ConsoleModelAdmin):
     """Published text is what patients confirmed, so it is never edited in place: a change is a new
     version (“复制为新版本”), which every patient must confirm again."""
 
@@ -188,7 +190,8 @@ class NoticeAdmin(admin.ModelAdmin):
 
 
 @admin.register(NoticeAck)
-class NoticeAckAdmin(admin.ModelAdmin):
+class NoticeAckAdmin(ConsoleModelAdmin):
+    hospital_field = "notice__hospital"
     list_display = ("notice", "account", "acked_at")
     list_filter = ("notice__hospital", "notice__kind")
     list_select_related = ("notice", "account")

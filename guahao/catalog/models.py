@@ -63,7 +63,7 @@ class Hospital(models.Model):
 
 
 class Campus(models.Model):
-    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="campuses")
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="campuses", verbose_name="医院")
     name = models.CharField("院区", max_length=60)
     address = models.CharField("地址", max_length=200, blank=True)
 
@@ -75,9 +75,9 @@ class Campus(models.Model):
 
 
 class Department(models.Model):
-    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="departments")
-    campus = models.ForeignKey(Campus, on_delete=models.SET_NULL, null=True, blank=True)
-    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children")
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="departments", verbose_name="医院")
+    campus = models.ForeignKey(Campus, on_delete=models.SET_NULL, null=True, blank=True, verbose_name="院区")
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children", verbose_name="上级科室")
     level = models.PositiveSmallIntegerField("层级", default=1)
     code = models.CharField("HIS 科室编码", max_length=32)
     name = models.CharField("名称", max_length=60)
@@ -116,8 +116,8 @@ class Doctor(models.Model):
         ATTENDING = "attending", "主治医师"
         RESIDENT = "resident", "住院医师"
 
-    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="doctors")
-    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="doctors")
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="doctors", verbose_name="医院")
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="doctors", verbose_name="科室")
     code = models.CharField("HIS 医生编码", max_length=32)
     name = models.CharField("姓名", max_length=30)
     name_pinyin = models.CharField("拼音", max_length=30 * _PINYIN_PER_CHAR, blank=True, editable=False, db_index=True)
@@ -149,7 +149,7 @@ class Notice(models.Model):
         REGISTRATION = "registration", "挂号须知"
         EPIDEMIC = "epidemic", "防疫须知"
 
-    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="notices")
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="notices", verbose_name="医院")
     kind = models.CharField("类型", max_length=20, choices=Kind.choices, default=Kind.REGISTRATION)
     version = models.PositiveIntegerField("版本", default=1)
     title = models.CharField("标题", max_length=100)
@@ -170,8 +170,8 @@ class Notice(models.Model):
 
 
 class NoticeAck(models.Model):
-    notice = models.ForeignKey(Notice, on_delete=models.CASCADE, related_name="acks")
-    account = models.ForeignKey("patients.Account", on_delete=models.CASCADE, related_name="notice_acks")
+    notice = models.ForeignKey(Notice, on_delete=models.CASCADE, related_name="acks", verbose_name="须知")
+    account = models.ForeignKey("patients.Account", on_delete=models.CASCADE, related_name="notice_acks", verbose_name="账号")
     acked_at = models.DateTimeField("确认时间")
 
     class Meta:

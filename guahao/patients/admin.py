@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from guahao import clock, pii
+from guahao.console.modeladmin import ConsoleModelAdmin
 from guahao.errors import InvalidInput
 from guahao.patients import services
 from guahao.patients.idcard import age_on, normalize_id_number, validate_name, validate_phone
@@ -24,7 +25,10 @@ def _phone_index_of(term: str) -> str | None:
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(ConsoleModelAdmin):
+    # Accounts and patients belong to no hospital: staff see those that booked with theirs.
+    hospital_field = "holds__session__hospital"
+    hospital_many = True
     list_display = ("id", "masked_phone", "wechat_bound", "is_active", "created_at")
     list_filter = ("is_active",)
     fields = ("masked_phone", "wechat_bound", "is_active", "created_at")
@@ -102,7 +106,9 @@ def _name_index_of(term: str) -> str | None:
 
 
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):
+class PatientAdmin(ConsoleModelAdmin):
+    hospital_field = "holds__session__hospital"
+    hospital_many = True
     """Each account's own visiting-patient records. Age, never the birth date; masked name, phone
     and ID number; the same real person under several accounts shows as several records."""
 
@@ -181,7 +187,8 @@ class PatientAdmin(admin.ModelAdmin):
 
 
 @admin.register(PatientAddAttempt)
-class PatientAddAttemptAdmin(admin.ModelAdmin):
+class PatientAddAttemptAdmin(ConsoleModelAdmin):
+    hospital_field = None  # platform-wide abuse signal; shows no personal value
     """Every try to add a visiting patient: who tried, from where, and how it ended. Many refusals
     from one account or address are someone trying names or ID numbers."""
 
@@ -228,7 +235,7 @@ class PatientAddAttemptAdmin(admin.ModelAdmin):
 
 
 @admin.register(PatientCard)
-class PatientCardAdmin(admin.ModelAdmin):
+class PatientCardAdmin(ConsoleModelAdmin):
     list_display = ("id", "patient", "hospital", "card_no")
     list_filter = ("hospital",)
     raw_id_fields = ("patient",)

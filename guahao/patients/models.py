@@ -42,7 +42,7 @@ class AuthToken(models.Model):
     """A signed-in device: a bearer token of which only the SHA-256 is stored. It dies 30 days
     after its last use and 90 days after it was made, whichever comes first (`expires_at`)."""
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="tokens")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="tokens", verbose_name="账号")
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField("登录时间")
     last_used_at = models.DateTimeField("最近使用", null=True, blank=True)
@@ -80,7 +80,7 @@ class Patient(models.Model):
         PARENT = "parent", "父母"
         OTHER = "other", "其他"
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="patients")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="patients", verbose_name="账号")
     relation = models.CharField("关系", max_length=10, choices=Relation.choices)
     name = EncryptedTextField("姓名")
     # Keyed indexes of the full name and the phone: the console's exact search, nothing else.
@@ -100,6 +100,7 @@ class Patient(models.Model):
     removed_at = models.DateTimeField("移除时间", null=True, blank=True)
 
     class Meta:
+        permissions = [("reveal_personal_data", "查看完整个人信息（留审计记录）")]
         verbose_name = verbose_name_plural = "就诊人"
         constraints = [
             models.UniqueConstraint(
@@ -161,8 +162,8 @@ class PatientAddAttempt(models.Model):
 class PatientCard(models.Model):
     """The HIS's own patient id for a patient at one hospital."""
 
-    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="cards")
-    hospital = models.ForeignKey("catalog.Hospital", on_delete=models.CASCADE)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="cards", verbose_name="就诊人")
+    hospital = models.ForeignKey("catalog.Hospital", on_delete=models.CASCADE, verbose_name="医院")
     card_no = models.CharField("就诊卡号", max_length=40)
 
     class Meta:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
+from guahao.console.modeladmin import ReadOnlyConsoleAdmin
 from guahao.payments.models import Payment, Refund
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
+class PaymentAdmin(ReadOnlyConsoleAdmin):
+    hospital_field = "hold__session__hospital"
     list_display = (
         "out_trade_no",
         "provider",
@@ -40,7 +30,8 @@ class PaymentAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdmin):
+class RefundAdmin(ReadOnlyConsoleAdmin):
+    hospital_field = "payment__hold__session__hospital"
     list_display = ("refund_no", "payment_out_trade_no", "amount_fen", "state", "reason", "created_at", "succeeded_at")
     list_filter = ("state",)
     search_fields = ("refund_no", "payment__out_trade_no")

@@ -11,8 +11,8 @@ class Payment(models.Model):
         PAID = "paid", "已支付"
         CLOSED = "closed", "已关闭"
 
-    hold = models.ForeignKey("booking.Hold", on_delete=models.PROTECT, related_name="payments")
-    account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="payments")
+    hold = models.ForeignKey("booking.Hold", on_delete=models.PROTECT, related_name="payments", verbose_name="锁号")
+    account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="payments", verbose_name="账号")
     provider = models.CharField("支付机构", max_length=20)
     channel = models.CharField("支付渠道", max_length=10)
     insurance = models.BooleanField("医保支付", default=False)
@@ -34,6 +34,7 @@ class Payment(models.Model):
 
     class Meta:
         verbose_name = verbose_name_plural = "支付"
+        permissions = [("view_ledger_findings", "查看账务核对（ledger-check）结果")]
         indexes = [models.Index(fields=["state", "next_poll_at"])]
         constraints = [
             models.CheckConstraint(
@@ -54,8 +55,10 @@ class Refund(models.Model):
         PROCESSING = "processing", "退款中"
         SUCCEEDED = "succeeded", "已退款"
         FAILED = "failed", "退款失败"
+        # Paid back another way (cash at the window, bank transfer) after the provider refund failed.
+        MANUAL = "manual", "已线下退款"
 
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds", verbose_name="支付")
     refund_no = models.CharField("退款单号", max_length=48, unique=True)
     amount_fen = models.PositiveIntegerField("金额（分）")
     reason = models.CharField("原因", max_length=100)
@@ -66,9 +69,12 @@ class Refund(models.Model):
     next_query_at = models.DateTimeField(null=True, blank=True)
     queries = models.PositiveSmallIntegerField(default=0)
     last_error = models.CharField("失败原因", max_length=200, blank=True)
+    handled_by = models.CharField("处理员工", max_length=150, blank=True)
+    handled_note = models.CharField("处理说明", max_length=200, blank=True)
 
     class Meta:
         verbose_name = verbose_name_plural = "退款"
+        permissions = [("handle_failed_refund", "处理退款失败（重试或标记线下退款）")]
         indexes = [models.Index(fields=["state", "next_query_at"])]
 
     def __str__(self) -> str:

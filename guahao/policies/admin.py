@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from guahao.console.modeladmin import ConsoleModelAdmin
 from guahao.errors import InvalidInput
 from guahao.patients.models import Patient
 from guahao.policies.models import Restriction
@@ -33,7 +34,7 @@ class RestrictionForm(forms.ModelForm):
 
 
 @admin.register(Restriction)
-class RestrictionAdmin(admin.ModelAdmin):
+class RestrictionAdmin(ConsoleModelAdmin):
     list_display = ("id", "hospital", "reason", "until", "created_at", "lifted_at")
     list_filter = ("hospital", "lifted_at")
     actions = ["lift"]

@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from guahao import clock
+from guahao.console.modeladmin import ConsoleModelAdmin
 from guahao.scheduling import selectors, services
 from guahao.scheduling.models import RegistrationType, ReleaseRule, Session, Slot
 
@@ -16,7 +17,7 @@ def _yuan(fen: int) -> str:
 
 
 @admin.register(RegistrationType)
-class RegistrationTypeAdmin(admin.ModelAdmin):
+class RegistrationTypeAdmin(ConsoleModelAdmin):
     list_display = ("name", "code", "hospital", "default_fee")
     list_filter = ("hospital",)
 
@@ -26,7 +27,7 @@ class RegistrationTypeAdmin(admin.ModelAdmin):
 
 
 @admin.register(ReleaseRule)
-class ReleaseRuleAdmin(admin.ModelAdmin):
+class ReleaseRuleAdmin(ConsoleModelAdmin):
     list_display = (
         "__str__",
         "hospital",
@@ -55,7 +56,7 @@ class SlotInline(admin.TabularInline):
 
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(ConsoleModelAdmin):
     """Sessions come from the HIS or `scheduling.services.create_session` (which makes the slots), so
     the console does not add them; 停诊 goes through the action, which also informs booking."""
 
@@ -117,7 +118,8 @@ class SessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Slot)
-class SlotAdmin(admin.ModelAdmin):
+class SlotAdmin(ConsoleModelAdmin):
+    hospital_field = "session__hospital"
     """Read-only: a slot changes only through holds and registrations."""
 
     list_display = ("session", "seq", "window_start", "window_end", "state", "held_until", "his_code")

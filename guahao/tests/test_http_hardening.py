@@ -7,9 +7,9 @@ import json
 import re
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 
+from guahao.console.testing import superuser_client
 from guahao.csp import POLICY
 from guahao.payments import services as payments
 from guahao.payments.tests.helpers import make_hold
@@ -100,7 +100,7 @@ def test_other_answers_carry_the_policy_too(client):
 
 def test_admin_pages_carry_the_policy_and_need_no_inline_code(client):
     assert_guarded_page(client.get("/admin/login/"))
-    client.force_login(User.objects.create_superuser("operator", "operator@example.com", "x"))
+    client = superuser_client("operator")
     assert_guarded_page(client.get("/admin/"))
     assert_guarded_page(client.get("/admin/catalog/hospital/"))
     assert_guarded_page(client.get("/admin/catalog/hospital/add/"))

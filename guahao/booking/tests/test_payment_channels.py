@@ -4,12 +4,12 @@ a hold can only be confirmed and paid with one of them."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
 from guahao.booking import services
 from guahao.catalog.models import Hospital
+from guahao.console.testing import superuser_client
 from guahao.errors import InvalidInput
 from guahao.testing import api_client, make_hospital
 
@@ -63,9 +63,7 @@ def test_paying_with_a_channel_switched_off_since_the_confirmation_is_refused(wo
 
 @pytest.fixture
 def operator(db) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
-    return client
+    return superuser_client()
 
 
 def _form(hospital: Hospital, channels: list[str]) -> dict:

@@ -1,19 +1,17 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
 from guahao.catalog.models import Department, Notice
+from guahao.console.testing import superuser_client
 from guahao.testing import make_department, make_doctor, make_hospital
 
 
 @pytest.fixture
 def operator(db) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
-    return client
+    return superuser_client()
 
 
 def test_catalog_console_pages_open(operator):

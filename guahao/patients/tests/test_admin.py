@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
+from guahao.console.testing import superuser_client
 from guahao.errors import Conflict
 from guahao.patients import services
 from guahao.testing import make_account, make_hospital, make_patient
@@ -15,10 +15,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def operator() -> Client:
-    user = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-not-secret")
-    client = Client()
-    client.force_login(user)
-    return client
+    return superuser_client()
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import datetime as dt
 import json
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from guahao import clock
+from guahao.console.testing import superuser_client
 from guahao.patients.models import AuthToken
 from guahao.testing import make_account, make_phone
 
@@ -103,10 +103,7 @@ def test_staff_sign_an_account_out_everywhere(sms_outbox) -> None:
             tokens.append(_sign_in(phone, sms_outbox, user_agent=f"device {n}"))
     bystander = _sign_in(make_phone(), sms_outbox, user_agent="someone else")
     account = AuthToken.objects.get(user_agent="device 0").account
-    operator = Client()
-    operator.force_login(
-        get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-not-secret")
-    )
+    operator = superuser_client("ops")
 
     answer = operator.post(
         "/admin/patients/account/",

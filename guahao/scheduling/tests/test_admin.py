@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from guahao.console.testing import superuser_client
 from guahao.scheduling.models import Session
 from guahao.testing import make_session
 
@@ -13,9 +13,7 @@ from .conftest import day
 
 @pytest.fixture
 def operator(db) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
-    return client
+    return superuser_client()
 
 
 def test_scheduling_console_pages_open_and_suspend(operator, world):

@@ -3,9 +3,12 @@ run again: nothing is duplicated, and days that are new since the last run get t
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from guahao.catalog.demo import load_demo
+from guahao.console.demo import create_demo_staff
+from guahao.environment import DEVELOPMENT
 from guahao.scheduling.models import Session, Slot
 
 
@@ -22,3 +25,15 @@ class Command(BaseCommand):
             f"排班 {sessions.count()} 个（本次新增 {result.sessions_created}），"
             f"号源 {Slot.objects.filter(session__hospital=hospital).count()} 个"
         )
+        if settings.ENV == DEVELOPMENT:
+            self._print_staff(create_demo_staff(hospital=hospital))
+
+    def _print_staff(self, made) -> None:
+        if not made:
+            return
+        self.stdout.write("后台 /admin/ 演示员工账号（仅开发模式；密钥只显示这一次，请录入身份验证器）：")
+        for staff in made:
+            self.stdout.write(
+                f"  {staff.role}：用户名 {staff.username}  密码 {staff.password}  身份验证器密钥 {staff.totp_secret}"
+            )
+        self.stdout.write("  动态验证码也可这样取得：guahao totp <用户名>（仅开发模式）")
