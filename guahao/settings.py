@@ -71,8 +71,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the console's second factor
-    "guahao.console.middleware.ConsoleSessionMiddleware",  # 15 idle minutes; password older than 90 days
     "django.contrib.messages.middleware.MessageMiddleware",
+    "guahao.console.middleware.ConsoleSessionMiddleware",  # 15 idle minutes; password older than 90 days
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "guahao.api.JsonMethodNotAllowedMiddleware",  # /api/: a wrong method gets JSON 405, not English text
     "guahao.web.errors.WebErrorMiddleware",  # patient pages: the error page, never a stack trace
@@ -177,10 +177,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-    {"NAME": "guahao.console.passwords.ComplexityValidator"},
+    {"NAME": "guahao.console.passwords.ComplexityValidator", "OPTIONS": {"min_length": 8}},
 ]
 # 5 failed sign-ins (wrong password or wrong TOTP code) of one username, or from one address,
 # lock it for 15 minutes; a success clears the count.
