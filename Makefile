@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test` (one per core of the 2-core reference machine).
+TEST_WORKERS ?= 2
 NODE_STAMP := node_modules/.installed
 
 .PHONY: run test lint install clean browser-deps
@@ -42,7 +44,7 @@ lint: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP) browser-deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* var/static node_modules

@@ -15,7 +15,10 @@ from hypothesis import settings as hypothesis_settings
 from guahao.logs import JsonFormatter, MaskPersonalDataFilter
 from guahao.sqlguard import refuse_joined_state_updates
 
-TEST_LOG = settings.VAR_DIR / f"test-run{os.environ.get('GUAHAO_TEST_DB_SUFFIX', '')}.log"
+_SUFFIX = os.environ.get("GUAHAO_TEST_DB_SUFFIX", "")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1 … under pytest-xdist
+TEST_LOG = settings.VAR_DIR / f"test-run{_SUFFIX}{'-' + _WORKER if _WORKER else ''}.log"
+VERDICT = TEST_LOG.with_suffix(".verdict")
 
 
 # The model-based tests: 300 examples in `make test`; GUAHAO_HYPOTHESIS_PROFILE=long for a night run.
@@ -40,6 +43,9 @@ def _guard_connection(sender, connection, **kwargs) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     # Every state-changing UPDATE in the whole run must be a compare-and-set on its own row.
     connection_created.connect(_guard_connection, weak=False)
+    if not _WORKER:  # the controller (or a plain run): no verdict of an earlier run may count
+        for stale in settings.VAR_DIR.glob(f"test-run{_SUFFIX}-gw*.*"):
+            stale.unlink()
     handler = logging.FileHandler(TEST_LOG, mode="w", encoding="utf-8")
     handler.setFormatter(JsonFormatter())
     handler.addFilter(MaskPersonalDataFilter())
@@ -56,29 +62,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The logs of the whole run must hold no phone, ID number or visiting patient's name in clear."""
+def _log_problems() -> list[str]:
+    """What this process's log of the run holds in clear: phones, ID numbers, patients' names or
+    birth dates. Empty when it is clean."""
     import re
 
     for handler in logging.getLogger().handlers:
         handler.flush()
     if not TEST_LOG.exists():
-        return
+        return []
+    problems = []
     text = TEST_LOG.read_text(encoding="utf-8")
     clear = re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)|(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])", text)
     if clear:
-        print(f"\nA phone or ID number reached the test run's log in clear: {TEST_LOG}")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        problems.append(f"A phone or ID number reached the test run's log in clear: {TEST_LOG}")
     folded = text.casefold()
     names = sorted(name for name in _patient_names() if name.casefold() in folded)
     if names:
-        print(f"\nVisiting patients' names reached the test run's log in clear ({', '.join(names)}): {TEST_LOG}")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        problems.append(f"Visiting patients' names reached the test run's log in clear ({', '.join(names)}): {TEST_LOG}")
     from guahao.testing import PATIENT_BIRTH_DATES
 
     births = sorted(str(d) for d in PATIENT_BIRTH_DATES if d.isoformat() in text)
     if births:
-        print(f"\nVisiting patients' birth dates reached the test run's log in clear ({', '.join(births)}): {TEST_LOG}")
+        problems.append(f"Visiting patients' birth dates reached the test run's log in clear ({', '.join(births)}): {TEST_LOG}")
+    return problems
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The logs of the whole run must hold no phone, ID number or visiting patient's name in clear.
+    Under pytest-xdist each worker checks its own log (only it knows the names its tests made) and
+    leaves a verdict file; the controller reads them and fails the run."""
+    if _WORKER:
+        VERDICT.write_text("\n".join(_log_problems()), encoding="utf-8")
+        return
+    problems = _log_problems()
+    for verdict in sorted(settings.VAR_DIR.glob(f"test-run{_SUFFIX}-gw*.verdict")):
+        problems += [line for line in verdict.read_text(encoding="utf-8").splitlines() if line]
+    if problems:
+        print("\n" + "\n".join(problems))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -127,6 +127,22 @@ def create_staff(
     return user
 
 
+@transaction.atomic
+def create_superuser(*, username: str, password: str) -> AbstractBaseUser:
+    """The account that sets up a new deployment (adds the hospital and the first system
+    administrators), under the same password rules; it sees every hospital."""
+    User = get_user_model()
+    username = username.strip()
+    if not username or User.objects.filter(username=username).exists():
+        raise InvalidInput(f"用户名 {username} 为空或已存在", code="username_taken")
+    user = User(username=username, is_staff=True, is_superuser=True, is_active=True)
+    _check_password(password, user)
+    user.set_password(password)
+    user.save()
+    StaffProfile.objects.create(user=user, password_changed_at=clock.now(), must_change_password=True)
+    return user
+
+
 def password_expired(user: AbstractBaseUser, *, now: dt.datetime) -> bool:
     """A staff password must be changed when someone else chose it, or after 90 days."""
     profile = StaffProfile.objects.filter(user=user).first()

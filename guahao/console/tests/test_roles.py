@@ -133,3 +133,14 @@ def test_createstaff_refuses_a_weak_password_or_none(monkeypatch):
     with pytest.raises(CommandError):
         call_command("createstaff", "a", "--role", roles.FINANCE, "--hospital", "NOPE")
     assert not get_user_model().objects.filter(username="a").exists()
+
+
+def test_createstaff_makes_the_setup_superuser_with_a_second_factor(monkeypatch):
+    monkeypatch.setenv("GUAHAO_STAFF_PASSWORD", "Setup#2026pw")
+    out = io.StringIO()
+    call_command("createstaff", "setup", "--superuser", stdout=out)
+    user = get_user_model().objects.get(username="setup")
+    assert user.is_superuser and user.totpdevice_set.exists()
+    assert "身份验证器密钥" in out.getvalue()
+    with pytest.raises(CommandError, match="--role"):
+        call_command("createstaff", "other")

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from guahao.catalog.models import Hospital
 from guahao.console import roles
-from guahao.console.services import create_staff, enrol_totp, totp_secret
+from guahao.console.services import create_staff, create_superuser, enrol_totp, totp_secret
 from guahao.errors import InvalidInput
 
 
@@ -17,10 +17,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("username")
-        parser.add_argument("--role", action="append", required=True, choices=roles.ROLES,
+        parser.add_argument("--role", action="append", default=[], choices=roles.ROLES,
                             help="角色，可重复：" + "、".join(roles.ROLES))
-        parser.add_argument("--hospital", action="append", required=True,
+        parser.add_argument("--hospital", action="append", default=[],
                             help="所属医院编码，可重复")
+        parser.add_argument("--superuser", action="store_true",
+                            help="初始化用的超级管理员（可添加医院和第一批员工；完成后应停用）")
         parser.add_argument("--name", default="", help="姓名")
         parser.add_argument("--password-env", default="GUAHAO_STAFF_PASSWORD",
                             help="从该环境变量读取初始密码（默认 GUAHAO_STAFF_PASSWORD），不在命令行出现")
@@ -29,6 +31,11 @@ class Command(BaseCommand):
         password = os.environ.get(options["password_env"], "")
         if not password:
             raise CommandError(f"请在环境变量 {options['password_env']} 中提供初始密码")
+        if options["superuser"]:
+            self._superuser(options["username"], password)
+            return
+        if not options["role"] or not options["hospital"]:
+            raise CommandError("请用 --role 指定角色、--hospital 指定所属医院（或用 --superuser 创建初始化账号）")
         codes = options["hospital"]
         hospitals = list(Hospital.objects.filter(code__in=codes))
         missing = set(codes) - {h.code for h in hospitals}
@@ -39,7 +46,18 @@ class Command(BaseCommand):
                                 hospitals=hospitals, full_name=options["name"])
         except InvalidInput as exc:
             raise CommandError(exc.message) from exc
-        url = enrol_totp(user=user)
         self.stdout.write(f"已创建 {user.username}（{'、'.join(options['role'])}），首次登录须修改密码")
+        self._print_totp(user)
+
+    def _superuser(self, username: str, password: str) -> None:
+        try:
+            user = create_superuser(username=username, password=password)
+        except InvalidInput as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write(f"已创建超级管理员 {user.username}：添加医院和系统管理员后请停用该账号")
+        self._print_totp(user)
+
+    def _print_totp(self, user) -> None:
+        url = enrol_totp(user=user)
         self.stdout.write(f"身份验证器密钥：{totp_secret(url)}")
         self.stdout.write(f"身份验证器链接：{url}")
