@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.core.validators import MaxValueValidator
 from django.db import models
 
 
@@ -49,6 +50,7 @@ class ReleaseRule(models.Model):
     offline_percent = models.PositiveSmallIntegerField(
         "线下预留比例（%）",
         default=0,
+        validators=[MaxValueValidator(90)],
         help_text="每个排班的号源中留给现场挂号（窗口、老年人）的比例，0–90；这些号永不在线上放出",
     )
 
@@ -59,6 +61,7 @@ class ReleaseRule(models.Model):
             models.UniqueConstraint(
                 fields=["hospital"], condition=models.Q(department__isnull=True), name="release_rule_one_default"
             ),
+            models.CheckConstraint(condition=models.Q(offline_percent__lte=90), name="release_rule_offline_at_most_90"),
         ]
 
     def __str__(self) -> str:
@@ -91,6 +94,9 @@ class Session(models.Model):
     status = models.CharField("状态", max_length=10, choices=Status.choices, default=Status.OPEN)
     suspend_reason = models.CharField("停诊原因", max_length=100, blank=True)
     suspended_at = models.DateTimeField("停诊时间", null=True, blank=True)
+    # Set (compare-and-set, while suspended) when the 停诊 job starts settling bookings: from then
+    # on the suspension cannot be undone (恢复出诊 requires it empty).
+    settling_since = models.DateTimeField("停诊退号开始时间", null=True, blank=True)
     location = models.CharField("就诊地点", max_length=100, blank=True)
 
     class Meta:

@@ -98,13 +98,25 @@ def _free_count(now: dt.datetime, cutoff: object = None) -> Coalesce:
     return Coalesce(Subquery(free, output_field=models.IntegerField()), 0)
 
 
+def online_slots() -> QuerySet[Slot]:
+    """Numbers offered online: all but those kept for the window (OFFLINE), which no count shown
+    to patients or to staff as "号源" includes."""
+    return Slot.objects.exclude(state=Slot.State.OFFLINE)
+
+
+def _count_of(slots: QuerySet[Slot]) -> Coalesce:
+    counted = slots.filter(session=OuterRef("pk")).order_by().values("session").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=models.IntegerField()), 0)
+
+
 def with_slot_counts(sessions: QuerySet[Session], *, now: dt.datetime) -> QuerySet[Session]:
-    """Annotate each session with `free` (free numbers now) and `total` (all numbers), in the same
-    query: for lists such as the console's."""
-    total = (
-        Slot.objects.filter(session=OuterRef("pk")).order_by().values("session").annotate(n=Count("pk")).values("n")
+    """Annotate each session with `free` (free numbers now), `total` (numbers offered online) and
+    `offline` (numbers kept for the window), in the same query: for lists such as the console's."""
+    return sessions.annotate(
+        free=_free_count(now),
+        total=_count_of(online_slots()),
+        offline=_count_of(Slot.objects.filter(state=Slot.State.OFFLINE)),
     )
-    return sessions.annotate(free=_free_count(now), total=Coalesce(Subquery(total, output_field=models.IntegerField()), 0))
 
 
 # --- release rules --------------------------------------------------------------------------------
@@ -354,7 +366,7 @@ def availability(
 
 
 def _last_window_start() -> Subquery:
-    last = Slot.objects.filter(session=OuterRef("pk")).order_by("-window_start").values("window_start")[:1]
+    last = online_slots().filter(session=OuterRef("pk")).order_by("-window_start").values("window_start")[:1]
     return Subquery(last, output_field=DateTimeField())
 
 
@@ -413,11 +425,13 @@ def _group_windows(
 
 
 def slots_of(session: Session, *, now: dt.datetime) -> SessionSlots:
-    """The session's time windows (分时段) with total and free numbers in each; windows that have
+    """The session's time windows (分时段) with total and free online numbers in each (numbers kept
+    for the window are left out); windows that have
     started or start within the rule's book_before_minutes are closed (free 0, no slot_id), and
     the session's remaining count leaves them out, as the calendar's does."""
     rows = list(
-        Slot.objects.filter(session=session)
+        online_slots()
+        .filter(session=session)
         .annotate(is_free=ExpressionWrapper(free_slot_q(now), output_field=BooleanField()))
         .order_by("window_start", "seq")
         .values("id", "window_start", "window_end", "is_free")

@@ -24,9 +24,16 @@ def test_scheduling_console_pages_open_and_suspend(operator, world):
     assert "4/4" in listing  # free/total numbers
     assert operator.get(reverse("admin:scheduling_session_change", args=[session.id])).status_code == 200
 
+    changelist = reverse("admin:scheduling_session_changelist")
+    asked = operator.post(changelist, {"action": "suspend", "_selected_action": [session.id]})
+    assert asked.status_code == 200 and "停诊原因" in asked.content.decode()  # a reason first
+    session.refresh_from_db()
+    assert session.status == Session.Status.OPEN
+
     response = operator.post(
-        reverse("admin:scheduling_session_changelist"), {"action": "suspend", "_selected_action": [session.id]}
+        changelist, {"action": "suspend", "_selected_action": [session.id], "apply": "1", "reason": "医生外出会诊"}
     )
     assert response.status_code == 302
     session.refresh_from_db()
     assert session.status == Session.Status.SUSPENDED
+    assert session.suspend_reason == "医生外出会诊"
