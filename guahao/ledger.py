@@ -118,6 +118,8 @@ def _slot_violations(now: dt.datetime) -> Iterator[Violation]:
         | (held_live & ~Q(matching=1, registering=0, active=0))
         | (booked & ~(Q(registering=1, active=0, unexpired=0) | Q(registering=0, active=1, unexpired=0)))
         | (free_like & ~owner_free)
+        # Kept for the window: never claimed online, so nothing here may own it.
+        | (Q(state=Slot.State.OFFLINE) & ~(owner_free & Q(live=0)))
     )
     rows = (
         slots.filter(bad)
@@ -161,6 +163,8 @@ def _explain_slot(slot: dict[str, Any], now: dt.datetime) -> Iterator[Violation]
             )
     elif state in (Slot.State.FREE, Slot.State.HELD) and (slot["registering"] or slot["active"] or slot["unexpired"]):
         yield Violation("slot_state_mismatch", row, f"slot counts as free but something still owns it ({counts})")
+    elif state == Slot.State.OFFLINE and (slot["live"] or slot["registering"] or slot["active"] or slot["unexpired"]):
+        yield Violation("slot_state_mismatch", row, f"slot is kept for the window (offline) but is claimed online ({counts})")
 
 
 # --- holds ------------------------------------------------------------------------------------------
@@ -305,8 +309,9 @@ def _payment_violations(now: dt.datetime, overdue_registering: set[int]) -> Iter
     full), never both. Orders: none left open past expiry or after its hold ended."""
     old = now - TIDY_INTERVAL
     payments = Payment.objects.annotate(
-        succeeded_fen=_refund_sum(Refund.State.SUCCEEDED),
-        committed_fen=_refund_sum(Refund.State.PROCESSING, Refund.State.SUCCEEDED),
+        # MANUAL (paid back another way by staff) is final and counts exactly as SUCCEEDED.
+        succeeded_fen=_refund_sum(Refund.State.SUCCEEDED, Refund.State.MANUAL),
+        committed_fen=_refund_sum(Refund.State.PROCESSING, Refund.State.SUCCEEDED, Refund.State.MANUAL),
         has_refund=Exists(Refund.objects.filter(payment=OuterRef("pk"))),
         # PROCESSING is in progress; FAILED waits for staff (reported on the refund's own row).
         has_pending_refund=Exists(
@@ -457,11 +462,13 @@ def _explain_open_order(p: dict[str, Any], row: str, hold: str, old: dt.datetime
 
 
 def _refund_violations(now: dt.datetime) -> Iterator[Violation]:
-    """A refund the provider refused needs staff; one unconfirmed after a day is stuck."""
+    """A refund the provider refused needs staff; one unconfirmed after a day is stuck; one staff
+    paid back another way says who, why and when."""
     rows = (
         Refund.objects.filter(
             Q(state=Refund.State.FAILED)
             | Q(state=Refund.State.PROCESSING, created_at__lte=now - REFUND_STUCK_AFTER)
+            | (Q(state=Refund.State.MANUAL) & (Q(handled_by="") | Q(handled_note="") | Q(succeeded_at__isnull=True)))
         )
         .order_by("id")
         .values("id", "state", "refund_no", "payment_id", "created_at")
@@ -469,7 +476,13 @@ def _refund_violations(now: dt.datetime) -> Iterator[Violation]:
     for refund in rows.iterator():
         row = _ref(Refund, refund["id"])
         payment = _ref(Payment, refund["payment_id"])
-        if refund["state"] == Refund.State.FAILED:
+        if refund["state"] == Refund.State.MANUAL:
+            yield Violation(
+                "refund_manual_unexplained",
+                row,
+                f"refund marked as paid back another way without who did it, why or when (refund of {payment})",
+            )
+        elif refund["state"] == Refund.State.FAILED:
             yield Violation(
                 "refund_failed",
                 row,

@@ -21,6 +21,23 @@ def _when(session) -> str:
     return f"{session.date:%m月%d日} {session.get_period_display()} {session.department.name}{doctor}"
 
 
+def suspension_phrase(reason: str) -> str:
+    """"因{reason}停诊，" for any reason staff type: "医生外出会诊" and "医院安排停诊" both read
+    once ("因医院安排停诊，" not "因医院安排停诊停诊，"); no reason gives "因医生停诊，"."""
+    reason = reason.strip().rstrip("。，,.；;")
+    reason = reason.removeprefix("因").strip()
+    if not reason:
+        return "因医生停诊，"
+    return f"因{reason}，" if reason.endswith("停诊") else f"因{reason}停诊，"
+
+
+def _paid_back_by_hand(refund_id: int | None) -> bool:
+    """The refund was paid back another way by staff (Refund.State.MANUAL), not by the provider."""
+    from guahao.payments.models import Refund
+
+    return bool(refund_id) and Refund.objects.filter(id=refund_id, state=Refund.State.MANUAL).exists()
+
+
 def status_message(topic: str, payload: dict) -> Message | None:
     if topic == "registration.booked":
         reg = Registration.objects.select_related("session__department", "session__doctor", "slot", "patient").get(
@@ -39,7 +56,16 @@ def status_message(topic: str, payload: dict) -> Message | None:
         )
         title = "退费中" if topic == "registration.refunding" else "已取消"
         tail = "挂号费将原路退回。" if topic == "registration.refunding" else "挂号已取消，退款已完成。"
-        why = f"因{reg.session.suspend_reason}停诊，" if reg.session.status == "suspended" and reg.session.suspend_reason else ""
+        if topic == "registration.cancelled" and _paid_back_by_hand(payload.get("refund_id")):
+            tail = "挂号已取消，挂号费已由医院通过其他方式退还。"
+        if reg.cancelled_by:  # staff cancelled for the patient: say so, and why
+            return Message(
+                reg.account_id,
+                title,
+                f"医院已为您取消就诊人{pii.mask_name(reg.patient.name)}{_when(reg.session)}的挂号"
+                f"（原因：{reg.cancel_reason}）。{tail.removeprefix('挂号已取消，')}",
+            )
+        why = suspension_phrase(reg.session.suspend_reason) if reg.session.status == "suspended" else ""
         return Message(
             reg.account_id, title, f"{why}就诊人{pii.mask_name(reg.patient.name)}{_when(reg.session)}的{tail}"
         )

@@ -4,13 +4,20 @@ the encrypted columns are never form fields, and search goes through the blind i
 from __future__ import annotations
 
 import ipaddress
+import re
+from dataclasses import dataclass
 
 from django.contrib import admin
-from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from guahao import clock, pii
 from guahao.console.modeladmin import ConsoleModelAdmin
+from guahao.console.models import AuditEntry
+from guahao.console.services import record_audit
 from guahao.errors import InvalidInput
 from guahao.patients import services
 from guahao.patients.idcard import age_on, normalize_id_number, validate_name, validate_phone
@@ -105,6 +112,95 @@ def _name_index_of(term: str) -> str | None:
         return None
 
 
+# --- what the console shares for personal data: search by blind index, and 显示完整信息 ------------
+
+
+@dataclass(frozen=True)
+class PersonalTerm:
+    """A search term recognised as a full ID number, phone or name, by its blind indexes."""
+
+    kind: str  # "id", "phone" or "name"
+    label: str
+    indexes: tuple[str, ...]
+    masked: str
+
+
+def _looks_like_id_number(term: str) -> bool:
+    # 17 digits and a check character: an order number of 18 characters is not an ID number.
+    return re.fullmatch(r"\d{17}[\dX]", normalize_id_number(term)) is not None
+
+
+def personal_term(term: str) -> PersonalTerm | None:
+    """What a console search term is: a full ID number (its index under every document type),
+    a full phone, a full name, or none of them."""
+    term = term.strip()
+    if not term:
+        return None
+    if _looks_like_id_number(term) and (ids := _id_indexes_of(term)):
+        return PersonalTerm("id", "证件号码", tuple(ids), pii.mask_id_number(normalize_id_number(term)))
+    if phone := _phone_index_of(term):
+        return PersonalTerm("phone", "手机号", (phone,), pii.mask_phone(term))
+    if name := _name_index_of(term):
+        return PersonalTerm("name", "姓名", (name,), pii.mask_name(term))
+    return None
+
+
+def masked_term(term: str) -> str:
+    """A search term as the audit log may keep it: masked when it is personal data."""
+    found = personal_term(term)
+    return found.masked if found is not None else term.strip()[:40]
+
+
+def audit_personal_search(request: HttpRequest, found: PersonalTerm, *, page: str) -> None:
+    """A search by a full ID number or phone is audited (kind and masked term, never the term in
+    clear), once per request however many times the list runs its search."""
+    if found.kind not in ("id", "phone") or getattr(request, "_personal_search_audited", False):
+        return
+    request._personal_search_audited = True  # type: ignore[attr-defined]
+    record_audit(
+        request=request,
+        action=AuditEntry.Action.SEARCH_PII,
+        detail=f"在{page}按完整{found.label}查找：{found.masked}",
+        after={"kind": found.kind, "term": found.masked},
+    )
+
+
+REVEAL_PERMISSION = "patients.reveal_personal_data"
+
+
+def reveal_response(
+    model_admin: admin.ModelAdmin, request: HttpRequest, *, obj: Model, patient: Patient, hospital=None
+) -> HttpResponse:
+    """显示完整信息: POST only; with the permission, the patient's full name, phone and ID number
+    on this one response (never cached) and a REVEAL row in the audit log; without it, 403 and a
+    row saying it was refused."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    if not request.user.has_perm(REVEAL_PERMISSION):
+        record_audit(
+            request=request, action=AuditEntry.Action.REVEAL, obj=obj, hospital=hospital,
+            result=AuditEntry.Result.DENIED, detail="无查看完整个人信息权限",
+        )  # fmt: skip
+        raise PermissionDenied
+    record_audit(
+        request=request, action=AuditEntry.Action.REVEAL, obj=obj, hospital=hospital,
+        detail=f"查看就诊人 {pii.mask_name(patient.name)} 的完整姓名、手机号、证件号码",
+    )  # fmt: skip
+    opts = model_admin.model._meta
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": opts,
+        "title": "完整个人信息",
+        "subtitle": str(obj),
+        "object": obj,
+        "patient": patient,
+        "back_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]),
+    }
+    response = TemplateResponse(request, "console/orders/reveal.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @admin.register(Patient)
 class PatientAdmin(ConsoleModelAdmin):
     hospital_field = "holds__session__hospital"
@@ -145,6 +241,34 @@ class PatientAdmin(ConsoleModelAdmin):
     search_help_text = "按完整姓名、完整证件号码或完整手机号（就诊人或账号的）查找"
     ordering = ("-id",)
     inlines = (PatientCardInline,)
+    change_form_template = "console/orders/patient_change_form.html"
+
+    class Media:
+        css = {"all": ("console/orders.css",)}
+
+    def get_urls(self):
+        urls = [
+            path(
+                "<path:object_id>/reveal/",
+                self.admin_site.admin_view(self.reveal_view),
+                name="patients_patient_reveal",
+            )
+        ]
+        return urls + super().get_urls()
+
+    def reveal_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        patient = self.get_object(request, object_id)  # another hospital's patient: not found
+        if patient is None:
+            raise Http404("就诊人不存在")
+        return reveal_response(self, request, obj=patient, patient=patient)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        extra = {
+            **(extra_context or {}),
+            "can_reveal": request.user.has_perm(REVEAL_PERMISSION),
+            "registrations_url": f"{reverse('admin:booking_registration_changelist')}?patient__id__exact={object_id}",
+        }
+        return super().change_view(request, object_id, form_url, extra)
 
     @admin.display(description="姓名")
     def masked_name(self, obj: Patient) -> str:
@@ -165,16 +289,16 @@ class PatientAdmin(ConsoleModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        if ids := _id_indexes_of(term):
-            return queryset.filter(id_index__in=ids), False
-        if phone := _phone_index_of(term):
+        found = personal_term(search_term)
+        if found is None:
+            return (queryset.none() if search_term.strip() else queryset), False
+        audit_personal_search(request, found, page="就诊人列表")
+        if found.kind == "id":
+            return queryset.filter(id_index__in=found.indexes), False
+        if found.kind == "phone":
+            phone = found.indexes[0]
             return queryset.filter(Q(phone_index=phone) | Q(account__phone_index=phone)), False
-        if name := _name_index_of(term):
-            return queryset.filter(name_index=name), False
-        return queryset.none(), False
+        return queryset.filter(name_index=found.indexes[0]), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # patients are added by their accounts, through real-name verification

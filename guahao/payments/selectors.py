@@ -22,12 +22,13 @@ def paid_total(payment: Payment) -> int:
 
 def refundable_fen(payment: Payment) -> int:
     """Fen that may still be refunded: the amount paid less every refund not failed (in progress
-    ones included, so two refunds can never together exceed what was paid)."""
+    ones and those paid back another way included, so refunds can never together exceed what was
+    paid)."""
     if payment.state != Payment.State.PAID:
         return 0
     committed = (
         Refund.objects.filter(
-            payment_id=payment.id, state__in=[Refund.State.PROCESSING, Refund.State.SUCCEEDED]
+            payment_id=payment.id, state__in=[Refund.State.PROCESSING, Refund.State.SUCCEEDED, Refund.State.MANUAL]
         ).aggregate(total=Sum("amount_fen"))["total"]
         or 0
     )

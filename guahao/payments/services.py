@@ -42,6 +42,7 @@ __all__ = [
     "UnknownProvider",
     "close_open_orders",
     "close_payment",
+    "mark_refund_manual",
     "poll_open_payments",
     "poll_processing_refunds",
     "provider",
@@ -372,6 +373,42 @@ def retry_refund(*, refund_no: str) -> Refund:
         submit_refund(refund_id=refund.id)
     except ProviderTimeout:
         log.warning("refund retry timed out; the worker sends it again", extra={"refund_id": refund.id})
+    refund.refresh_from_db()
+    return refund
+
+
+def mark_refund_manual(*, refund_no: str, staff_username: str, note: str) -> Refund:
+    """Staff paid a FAILED refund back another way (cash at the window, a bank transfer): FAILED →
+    MANUAL once, counted in the payment's refunded amount exactly as a succeeded refund (never past
+    what was paid), with who did it and why, and a "refund.succeeded" event. Meant to run inside the
+    caller's transaction (it nests as a savepoint). Raises InvalidInput without a note, NotFound, or
+    Conflict when the refund is not FAILED."""
+    note = note.strip()
+    if not note:
+        raise InvalidInput("请填写退回方式与说明", code="note_required")
+    refund = Refund.objects.filter(refund_no=refund_no).first()
+    if refund is None:
+        raise NotFound("退款单不存在", code="refund_not_found")
+    with transaction.atomic():
+        # The payment before the refund: the lock order of _settle_refund.
+        Payment.objects.select_for_update().filter(id=refund.payment_id).first()
+        moved = Refund.objects.filter(id=refund.id, state=Refund.State.FAILED).update(
+            state=Refund.State.MANUAL,
+            succeeded_at=clock.now(),
+            next_query_at=None,
+            handled_by=staff_username[:150],
+            handled_note=note[:200],
+        )
+        if not moved:
+            raise Conflict("只有退款失败的退款单可以标记为已线下退款", code="refund_not_failed")
+        counted = Payment.objects.filter(
+            id=refund.payment_id, refunded_fen__lte=F("amount_fen") - refund.amount_fen
+        ).update(refunded_fen=F("refunded_fen") + refund.amount_fen)
+        if not counted:
+            log.error("manual refund would exceed the payment", extra={"refund_id": refund.id})
+            raise RefundExceedsPayment(f"refund {refund.id} exceeds payment {refund.payment_id}")
+        emit("refund.succeeded", refund_id=refund.id, payment_id=refund.payment_id, manual=True)
+    log.info("refund marked as paid back another way", extra={"refund_id": refund.id, "staff": staff_username})
     refund.refresh_from_db()
     return refund
 

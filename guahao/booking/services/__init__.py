@@ -1,4 +1,4 @@
-"""Booking: hold a slot, confirm, pay, register, cancel, 停诊 (DESIGN.md §2), one module per flow.
+"""Booking: hold a slot, confirm, pay, register, cancel, 停诊, staff actions (DESIGN.md §2), one module per flow.
 
 What every write here guarantees:
 - One transaction per write, retried from the start when the database aborts it as a deadlock or
@@ -31,19 +31,27 @@ from guahao.booking.services.settle import (
     register_paid_hold,
     settle_overdue_registering,
 )
+from guahao.booking.services.staff import (
+    cancel_registration_by_staff,
+    mark_attendance,
+    record_manual_refund,
+)
 from guahao.booking.services.suspend import cancel_for_suspension
 
 __all__ = [
     "cancel_at_his",
     "cancel_for_suspension",
     "cancel_registration",
+    "cancel_registration_by_staff",
     "check_payment",
     "complete_paid_hold",
     "confirm_hold",
     "expire_holds",
     "finish_refund",
     "hold_slot",
+    "mark_attendance",
     "pay_hold",
+    "record_manual_refund",
     "register_paid_hold",
     "release_hold",
     "settle_overdue_registering",

@@ -1,7 +1,9 @@
-"""Cancelling a registration: by the patient before the deadline, by 停诊, and finishing when the
-refund succeeds."""
+"""Cancelling a registration: by the patient before the deadline, by staff, by 停诊, and finishing
+when the refund succeeds."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from guahao import clock
 from guahao.booking import selectors
@@ -43,23 +45,47 @@ def cancel_registration(*, account: Account, registration_id: int, reason: str =
             f"已超过线上退号截止时间（{clock.local(deadline):%m月%d日 %H:%M}），请到医院窗口办理",
             code="cancel_deadline_passed",
         )
+    return cancel_at_his_and_refund(registration=reg, reason=reason)
+
+
+def cancel_at_his_and_refund(
+    *,
+    registration: Registration,
+    reason: str,
+    cancelled_by: str = "",
+    also: Callable[[Registration], None] | None = None,
+) -> Registration:
+    """The cancel itself, once the caller has decided it may happen (the patient before the
+    deadline, or staff): the HIS cancels, then start_refund_for_cancellation."""
+    reg = registration
     try:
         his().cancel_registration(hold_id=reg.hold_id, registration_no=reg.registration_no)
     except HisRefused as exc:
         raise Conflict("医院系统不允许取消该挂号，请联系医院客服", code="his_refused") from exc
     except HisTimeout:
         # No answer: the HIS may have cancelled already (a lost reply), and a registration kept
-        # BOOKED here would then exist nowhere else. The patient asked in time, so the cancel is
+        # BOOKED here would then exist nowhere else. The cancel was asked for in time, so it is
         # committed: refund now, and the his.cancel job repeats the (idempotent) cancel until the
         # HIS confirms it.
         log.warning("his cancel unanswered; cancelling through the outbox", extra={"hold_id": reg.hold_id})
-        return start_refund_for_cancellation(registration=reg, reason=reason, cancel_at_his=True)
-    return start_refund_for_cancellation(registration=reg, reason=reason)
+        return start_refund_for_cancellation(
+            registration=reg, reason=reason, cancel_at_his=True, cancelled_by=cancelled_by, also=also
+        )
+    return start_refund_for_cancellation(registration=reg, reason=reason, cancelled_by=cancelled_by, also=also)
 
 
-def start_refund_for_cancellation(*, registration: Registration, reason: str, cancel_at_his: bool = False) -> Registration:
+def start_refund_for_cancellation(
+    *,
+    registration: Registration,
+    reason: str,
+    cancel_at_his: bool = False,
+    cancelled_by: str = "",
+    also: Callable[[Registration], None] | None = None,
+) -> Registration:
     """BOOKED → REFUNDING with the slot back in the pool and a full refund requested, in one
     transaction. With `cancel_at_his`, an his.cancel job too (停诊: the HIS was not asked inline).
+    `cancelled_by` names the staff member who cancelled for the patient; `also` is a write of the
+    caller's (the console's audit row) that commits or rolls back with the cancel.
     Raises Conflict when the registration has moved on."""
     now = clock.now()
     payment = registration.hold.payment
@@ -69,7 +95,9 @@ def start_refund_for_cancellation(*, registration: Registration, reason: str, ca
         moved = Registration.objects.filter(
             id=registration.id,
             status__in=registration_sources(RegistrationStatus.REFUNDING, RegistrationStatus.BOOKED),
-        ).update(status=RegistrationStatus.REFUNDING, cancelled_at=now, cancel_reason=reason[:100])
+        ).update(
+            status=RegistrationStatus.REFUNDING, cancelled_at=now, cancel_reason=reason[:100], cancelled_by=cancelled_by
+        )
         if not moved:
             current = Registration.objects.values_list("status", flat=True).get(id=registration.id)
             raise registration_refusal(current, RegistrationStatus.REFUNDING)
@@ -83,6 +111,8 @@ def start_refund_for_cancellation(*, registration: Registration, reason: str, ca
         emit("registration.refunding", registration_id=registration.id)
         if cancel_at_his:
             emit("his.cancel", hold_id=registration.hold_id, registration_no=registration.registration_no)
+        if also is not None:
+            also(registration)
         return refund
 
     refund = atomic_retry(start)
@@ -94,7 +124,7 @@ def start_refund_for_cancellation(*, registration: Registration, reason: str, ca
 def finish_refund(*, refund_id: int) -> None:
     """A refund succeeded: a REFUNDING registration paid by it becomes CANCELLED. Idempotent."""
     refund = Refund.objects.get(id=refund_id)
-    if refund.state != Refund.State.SUCCEEDED:
+    if refund.state not in (Refund.State.SUCCEEDED, Refund.State.MANUAL):
         return
     reg = Registration.objects.filter(
         hold__payment_id=refund.payment_id, status=RegistrationStatus.REFUNDING
