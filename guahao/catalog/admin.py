@@ -15,10 +15,31 @@ from guahao.catalog.models import Campus, Department, Doctor, Hospital, Notice, 
 from guahao.console.modeladmin import ConsoleModelAdmin
 from guahao.payments.channels import PaymentChannel, channel_labels, in_channel_order
 
+LEVEL_LABELS = {1: "一级", 2: "二级", 3: "三级"}
+
+# What each department level means to a patient choosing where to start (Hospital.browse_level).
+BROWSE_LEVEL_CHOICES = (
+    (1, "一级科室（如 内科、外科），再选下级"),
+    (2, "二级科室（如 心血管内科、骨科）"),
+    (3, "三级科室（如 心律失常门诊）"),
+)
+
 
 class CampusInline(admin.TabularInline):
     model = Campus
     extra = 0
+    verbose_name = verbose_name_plural = "院区"
+
+
+class DepartmentLevelFilter(admin.SimpleListFilter):
+    title = "层级"
+    parameter_name = "level"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [(str(level), f"{label}科室") for level, label in LEVEL_LABELS.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(level=int(self.value())) if self.value() in ("1", "2", "3") else queryset
 
 
 class HospitalForm(forms.ModelForm):
@@ -28,6 +49,13 @@ class HospitalForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="患者确认挂号时可选的支付方式；未勾选的渠道会被拒绝",
         error_messages={"required": "请至少选择一种支付渠道"},
+    )
+    browse_level = forms.TypedChoiceField(
+        label="患者从哪一级科室开始选择",
+        choices=BROWSE_LEVEL_CHOICES,
+        coerce=int,
+        widget=forms.RadioSelect,
+        help_text="与本院科室树的层级对应：选择的层级应有启用的科室，否则患者看不到可选科室",
     )
 
     class Meta:
@@ -46,22 +74,34 @@ class HospitalAdmin(ConsoleModelAdmin):
     hospital_field = ""
     form = HospitalForm
     list_display = (
-        "name", "code", "grade", "browse_level", "schedule_days", "channels", "service_phone", "is_active"
+        "name", "code", "grade", "browse_level_label", "schedule_days", "channels", "service_phone", "is_active"
     )
     list_filter = ("is_active", "grade")
     search_fields = ("name", "code", "short_name")
+    search_help_text = "按名称、简称或编码查找"
     inlines = [CampusInline]
+    fieldsets = (
+        (None, {"fields": ("code", "name", "short_name", "grade", "address", "service_phone", "is_active")}),
+        ("患者端展示", {"fields": ("browse_level", "schedule_days")}),
+        ("支付", {"fields": ("payment_channels",)}),
+    )
 
     @admin.display(description="支付渠道")
     def channels(self, obj: Hospital) -> str:
         return channel_labels(obj.offered_channels)
 
+    @admin.display(description="患者浏览层级", ordering="browse_level")
+    def browse_level_label(self, obj: Hospital) -> str:
+        return f"{LEVEL_LABELS.get(obj.browse_level, obj.browse_level)}科室"
+
 
 @admin.register(Campus)
 class CampusAdmin(ConsoleModelAdmin):
     list_display = ("name", "hospital", "address")
-    list_filter = ("hospital",)
+    list_filter = (("hospital", admin.RelatedOnlyFieldListFilter),)
+    list_select_related = ("hospital",)
     search_fields = ("name", "address")
+    search_help_text = "按院区名称或地址查找"
 
 
 class DepartmentForm(forms.ModelForm):
@@ -88,13 +128,24 @@ class DepartmentForm(forms.ModelForm):
 @admin.register(Department)
 class DepartmentAdmin(ConsoleModelAdmin):
     form = DepartmentForm
-    list_display = ("name", "parent", "level", "hospital", "code", "location", "sort_order", "is_active")
-    list_filter = ("hospital", "level", "is_active", "campus")
+    list_display = ("name", "parent", "level_label", "hospital", "code", "location", "sort_order", "is_active")
+    list_filter = (
+        ("hospital", admin.RelatedOnlyFieldListFilter),
+        DepartmentLevelFilter,
+        "is_active",
+        ("campus", admin.RelatedOnlyFieldListFilter),
+    )
     list_select_related = ("parent", "hospital")
     search_fields = ("name", "code")
+    search_help_text = "按科室名称或 HIS 科室编码查找"
     ordering = ("hospital", "level", "sort_order", "id")
-    readonly_fields = ("level",)
+    readonly_fields = ("level_label",)
     autocomplete_fields = ("parent",)
+
+    @admin.display(description="层级", ordering="level")
+    def level_label(self, obj: Department) -> str:
+        # The level follows the parent (set on save); a new department shows it once saved.
+        return LEVEL_LABELS.get(obj.level, "—") if obj.pk else "由上级科室决定"
 
     def save_model(self, request: HttpRequest, obj: Department, form, change: bool) -> None:
         # The level follows the parent, so the tree the patients browse stays consistent.
@@ -119,9 +170,15 @@ class DoctorForm(forms.ModelForm):
 class DoctorAdmin(ConsoleModelAdmin):
     form = DoctorForm
     list_display = ("name", "title", "department", "hospital", "code", "sort_order", "is_active")
-    list_filter = ("hospital", "title", "is_active", "department")
+    list_filter = (
+        ("hospital", admin.RelatedOnlyFieldListFilter),
+        "title",
+        "is_active",
+        ("department", admin.RelatedOnlyFieldListFilter),
+    )
     list_select_related = ("department", "hospital")
     search_fields = ("name", "code", "specialty")
+    search_help_text = "按姓名、HIS 医生编码或擅长查找"
     autocomplete_fields = ("department",)
 
 
@@ -137,8 +194,9 @@ class NoticeAdmin(ConsoleModelAdmin):
     version (“复制为新版本”), which every patient must confirm again."""
 
     list_display = ("title", "kind", "version", "hospital", "requires_ack", "is_active", "published_at", "ack_count")
-    list_filter = ("hospital", "kind", "is_active")
+    list_filter = (("hospital", admin.RelatedOnlyFieldListFilter), "kind", "is_active")
     search_fields = ("title", "body")
+    search_help_text = "按标题或正文查找"
     actions = ["copy_as_new_version"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notice]:
@@ -193,7 +251,7 @@ class NoticeAdmin(ConsoleModelAdmin):
 class NoticeAckAdmin(ConsoleModelAdmin):
     hospital_field = "notice__hospital"
     list_display = ("notice", "account", "acked_at")
-    list_filter = ("notice__hospital", "notice__kind")
+    list_filter = (("notice__hospital", admin.RelatedOnlyFieldListFilter), "notice__kind")
     list_select_related = ("notice", "account")
 
     def has_add_permission(self, request: HttpRequest) -> bool:

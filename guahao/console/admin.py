@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from functools import cache
+from typing import Any
+
+from axes.models import AccessAttempt
+from django.apps import apps
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
-from django.db.models import Q, QuerySet
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from guahao import clock
 from guahao.console.models import AuditEntry, StaffProfile
 from guahao.console.selectors import hospital_ids_of
 from guahao.console.services import enrol_totp, note_password_changed, record_audit, totp_secret
@@ -23,8 +34,22 @@ class StaffProfileInline(admin.StackedInline):
     filter_horizontal = ("hospitals",)
     verbose_name = verbose_name_plural = "所属医院与密码"
 
+    def formfield_for_manytomany(self, db_field, request: HttpRequest, **kwargs):
+        # A system administrator places staff only in their own hospitals.
+        field = super().formfield_for_manytomany(db_field, request, **kwargs)
+        ids = hospital_ids_of(request.user)
+        if db_field.name == "hospitals" and ids is not None:
+            field.queryset = field.queryset.filter(id__in=ids)
+        return field
+
 
 admin.site.unregister(User)
+
+# django-otp's device page shows any staff member's secret as a QR code: a second factor is bound
+# in person (createstaff, or 重新绑定身份验证器 on the staff page), never read off the console.
+import django_otp.plugins.otp_totp.admin  # noqa: E402,F401  (registers the page, so it can be removed)
+
+admin.site.unregister(TOTPDevice)
 
 
 @admin.register(User)
@@ -33,9 +58,10 @@ class StaffAdmin(UserAdmin):
     five groups, and only a superuser makes another superuser."""
 
     inlines = (StaffProfileInline,)
-    list_display = ("username", "first_name", "roles", "is_active", "last_login")
-    list_filter = ("is_active", "groups")
+    list_display = ("username", "first_name", "roles", "hospitals", "totp_bound", "locked_out", "is_active", "last_login")
+    list_filter = ("is_active", ("groups", admin.RelatedOnlyFieldListFilter))
     search_fields = ("username", "first_name")
+    search_help_text = "按用户名或姓名查找"
     actions = ("reset_totp",)
     fieldsets = (
         (None, {"fields": ("username", "password")}),
@@ -43,18 +69,68 @@ class StaffAdmin(UserAdmin):
         ("角色", {"fields": ("is_active", "is_staff", "groups")}),
         ("登录记录", {"fields": ("last_login", "date_joined")}),
     )
+    # Only a superuser sees (and so can set) superuser status and permissions outside the roles.
+    superuser_fieldsets = (("超级用户与单独授权", {"fields": ("is_superuser", "user_permissions")}),)
     readonly_fields = ("last_login", "date_joined")
 
     @admin.display(description="角色")
     def roles(self, obj) -> str:
-        return "、".join(g.name for g in obj.groups.all()) or "—"
+        names = [g.name for g in obj.groups.all()]
+        if obj.is_superuser:
+            names.insert(0, "超级用户")
+        return "、".join(names) or "—"
+
+    @admin.display(description="所属医院")
+    def hospitals(self, obj) -> str:
+        profile = getattr(obj, "staff_profile", None)
+        if profile is None:
+            return "—"
+        return "、".join(h.short_name or h.name for h in profile.hospitals.all()) or "—"
+
+    @admin.display(description="已绑定身份验证器", boolean=True, ordering="has_totp")
+    def totp_bound(self, obj) -> bool:
+        return obj.has_totp
+
+    @admin.display(description="登录锁定", boolean=True)
+    def locked_out(self, obj) -> bool:
+        # Shown as a warning sign: True means the account cannot sign in now.
+        return obj.is_locked_out
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        qs = super().get_queryset(request).prefetch_related("groups")
+        cool_off_since = clock.now() - settings.AXES_COOLOFF_TIME
+        qs = (
+            super()
+            .get_queryset(request)
+            .select_related("staff_profile")
+            .prefetch_related("groups", "staff_profile__hospitals")
+            .annotate(
+                has_totp=Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)),
+                is_locked_out=Exists(
+                    AccessAttempt.objects.filter(
+                        username=OuterRef("username"),
+                        failures_since_start__gte=settings.AXES_FAILURE_LIMIT,
+                        attempt_time__gte=cool_off_since,
+                    )
+                ),
+            )
+        )
         ids = hospital_ids_of(request.user)
         if ids is None:
             return qs
-        return qs.filter(Q(staff_profile__hospitals__in=ids) | Q(pk=request.user.pk)).distinct().filter(is_superuser=False)
+        own = User.objects.filter(Q(staff_profile__hospitals__in=ids) | Q(pk=request.user.pk)).values("pk")
+        return qs.filter(pk__in=own, is_superuser=False)
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and request.user.is_superuser:
+            return (*fieldsets, *self.superuser_fieldsets)
+        return fieldsets
+
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "groups" in form.base_fields:
+            form.base_fields["groups"].help_text = "角色决定可见的页面与可做的操作；一人可兼多个角色（审计管理员不宜兼任其他角色）"
+        return form
 
     def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -98,17 +174,81 @@ def record_action(change: bool) -> str:
     return AuditEntry.Action.CHANGE if change else AuditEntry.Action.ADD
 
 
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class RoleAdmin(GroupAdmin):
+    """The five roles are Django groups kept in step with guahao/console/roles.py after every
+    migrate: read here, changed in that table."""
+
+    list_display = ("name", "member_count")
+    search_help_text = "按角色名称查找"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(n_members=Count("user"))
+
+    @admin.display(description="人数", ordering="n_members")
+    def member_count(self, obj: Group) -> int:
+        return obj.n_members
+
+
+@cache
+def _field_labels() -> dict[str, dict[str, str]]:
+    """verbose_name of a model → its fields' labels: how an audit row's object_type (the model's
+    verbose name) finds the Chinese names of the fields in its before/after."""
+    labels: dict[str, dict[str, str]] = {}
+    for model in apps.get_models():
+        fields = {f.name: str(getattr(f, "verbose_name", f.name)) for f in model._meta.get_fields()}
+        labels.setdefault(str(model._meta.verbose_name), {}).update(fields)
+    return labels
+
+
+def readable_change(object_type: str, values: dict | None) -> str:
+    """before/after as indented JSON with Chinese field names (the code name in brackets)."""
+    if not values:
+        return ""
+    labels = _field_labels().get(object_type, {})
+    named: dict[str, Any] = {
+        (f"{labels[key]}（{key}）" if key in labels and labels[key] != key else key): value
+        for key, value in values.items()
+    }
+    return json.dumps(named, ensure_ascii=False, indent=2, sort_keys=False)
+
+
 @admin.register(AuditEntry)
 class AuditEntryAdmin(admin.ModelAdmin):
-    """The audit log: read by the auditor, changed by nobody (not even a superuser)."""
+    """The audit log: read by the auditor, changed by nobody (not even a superuser): no add,
+    change or delete permission, no bulk action; on PostgreSQL the database refuses as well."""
 
     list_display = ("at", "staff_username", "action", "result", "hospital_name", "object_type", "object_repr", "client_ip", "detail")
     list_filter = ("action", "result", ("at", admin.DateFieldListFilter), "object_type")
     search_fields = ("staff_username", "object_id", "object_repr", "detail", "client_ip")
-    search_help_text = "按员工、对象ID、对象、说明或 IP 查找"
+    search_help_text = "按员工用户名、对象ID、对象、说明或 IP 地址查找"
     date_hierarchy = "at"
-    readonly_fields = tuple(f.name for f in AuditEntry._meta.fields)
+    fieldsets = (
+        (None, {"fields": ("at", "staff_username", "staff_id", "action", "result", "detail", "client_ip")}),
+        ("对象", {"fields": ("hospital_name", "hospital_id", "object_type", "object_id", "object_repr")}),
+        ("修改内容", {"fields": ("before_readable", "after_readable")}),
+    )
+    readonly_fields = (*(f.name for f in AuditEntry._meta.fields), "before_readable", "after_readable")
     list_per_page = 50
+    actions = None
+
+    @admin.display(description="修改前")
+    def before_readable(self, obj: AuditEntry) -> str:
+        return self._pre(readable_change(obj.object_type, obj.before))
+
+    @admin.display(description="修改后")
+    def after_readable(self, obj: AuditEntry) -> str:
+        return self._pre(readable_change(obj.object_type, obj.after))
+
+    @staticmethod
+    def _pre(text: str) -> str:
+        return format_html("<pre>{}</pre>", text) if text else "—"
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        return {}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         qs = super().get_queryset(request)

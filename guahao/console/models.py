@@ -29,7 +29,9 @@ class StaffProfile(models.Model):
 class AuditEntry(models.Model):
     """One audited staff action. Append-only: no admin page changes or deletes a row, and on
     PostgreSQL a trigger refuses UPDATE and DELETE (migration 0002). Plain columns instead of
-    foreign keys, so that nothing elsewhere (a deleted user or hospital) can ever rewrite a row."""
+    foreign keys, so that nothing elsewhere (a deleted user or hospital) can ever rewrite a row.
+    Rows are kept at least 180 days (等保三级 asks for six months): nothing in the application
+    deletes them, and any archiving of older rows is a database operator's deliberate act."""
 
     class Action(models.TextChoices):
         LOGIN = "login", "登录"

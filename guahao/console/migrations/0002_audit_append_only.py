@@ -20,14 +20,15 @@ DROP FUNCTION IF EXISTS console_audit_append_only();
 """
 
 
+# params=None: the SQL is sent as it is, so the "%" of RAISE's format is not taken for a placeholder.
 def create(apps, schema_editor) -> None:
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE)
+        schema_editor.execute(CREATE, params=None)
 
 
 def drop(apps, schema_editor) -> None:
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP)
+        schema_editor.execute(DROP, params=None)
 
 
 class Migration(migrations.Migration):
