@@ -468,15 +468,24 @@ def _refund_violations(now: dt.datetime) -> Iterator[Violation]:
         Refund.objects.filter(
             Q(state=Refund.State.FAILED)
             | Q(state=Refund.State.PROCESSING, created_at__lte=now - REFUND_STUCK_AFTER)
-            | (Q(state=Refund.State.MANUAL) & (Q(handled_by="") | Q(handled_note="") | Q(succeeded_at__isnull=True)))
+            | (
+                Q(state=Refund.State.MANUAL)
+                & (Q(handled_by="") | Q(handled_note="") | Q(succeeded_at__isnull=True) | Q(last_error=Refund.PAID_TWICE))
+            )
         )
         .order_by("id")
-        .values("id", "state", "refund_no", "payment_id", "created_at")
+        .values("id", "state", "refund_no", "payment_id", "created_at", "last_error")
     )
     for refund in rows.iterator():
         row = _ref(Refund, refund["id"])
         payment = _ref(Payment, refund["payment_id"])
-        if refund["state"] == Refund.State.MANUAL:
+        if refund["state"] == Refund.State.MANUAL and refund["last_error"] == Refund.PAID_TWICE:
+            yield Violation(
+                "refund_paid_twice",
+                row,
+                f"refund paid back by hand and by the provider too: recover one (refund of {payment})",
+            )
+        elif refund["state"] == Refund.State.MANUAL:
             yield Violation(
                 "refund_manual_unexplained",
                 row,

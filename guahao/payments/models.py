@@ -69,6 +69,8 @@ class Refund(models.Model):
     next_query_at = models.DateTimeField(null=True, blank=True)
     queries = models.PositiveSmallIntegerField(default=0)
     last_error = models.CharField("失败原因", max_length=200, blank=True)
+    # last_error of a refund staff paid back by hand that the provider then paid too.
+    PAID_TWICE = "支付机构后来也退款成功：患者收到两次退款，请追回线下退回的款项"
     handled_by = models.CharField("处理员工", max_length=150, blank=True)
     handled_note = models.CharField("处理说明", max_length=200, blank=True)
 

@@ -386,9 +386,10 @@ def mark_refund_manual(*, refund_no: str, staff_username: str, note: str) -> Ref
     note = note.strip()
     if not note:
         raise InvalidInput("请填写退回方式与说明", code="note_required")
-    refund = Refund.objects.filter(refund_no=refund_no).first()
+    refund = Refund.objects.select_related("payment").filter(refund_no=refund_no).first()
     if refund is None:
         raise NotFound("退款单不存在", code="refund_not_found")
+    _check_not_refunded_at_provider(refund)
     with transaction.atomic():
         # The payment before the refund: the lock order of _settle_refund.
         Payment.objects.select_for_update().filter(id=refund.payment_id).first()
@@ -411,6 +412,27 @@ def mark_refund_manual(*, refund_no: str, staff_username: str, note: str) -> Ref
     log.info("refund marked as paid back another way", extra={"refund_id": refund.id, "staff": staff_username})
     refund.refresh_from_db()
     return refund
+
+
+def _check_not_refunded_at_provider(refund: Refund) -> None:
+    """Before staff pay a FAILED refund back another way, the provider is asked once more: a refund
+    that succeeded there after all is settled as such, one still in progress is waited for, and an
+    answer we cannot get stops the marking. Only a refund the provider never received, or rejected
+    for good (ABNORMAL), may be paid back by hand: the patient is never refunded twice."""
+    if refund.state != Refund.State.FAILED:
+        return  # the compare-and-set below refuses it with the right message
+    try:
+        status = provider(refund.payment.provider).query_refund(refund.refund_no)
+    except ProviderRefused:
+        return  # the provider never had it
+    except ProviderTimeout as exc:
+        raise Conflict("暂时无法向支付机构确认该退款的状态，请稍后重试", code="refund_status_unknown") from exc
+    if status.state == "SUCCESS":
+        with transaction.atomic():
+            _settle_refund(refund_id=refund.id)
+        raise Conflict("支付机构显示该退款已经成功，已更新为已退款，无需线下退回", code="refund_succeeded_at_provider")
+    if status.state != "ABNORMAL":
+        raise Conflict("支付机构显示该退款仍在处理中，请稍后再看", code="refund_processing_at_provider")
 
 
 def _fail_refund(refund: Refund, *, error: str) -> None:
@@ -474,6 +496,14 @@ def _settle_refund(*, refund_id: int) -> bool:
             raise RefundExceedsPayment(f"refund {refund.id} exceeds payment {refund.payment_id}")
         emit("refund.succeeded", refund_id=refund.id, payment_id=refund.payment_id)
         log.info("refund succeeded", extra={"refund_id": refund.id, "payment_id": refund.payment_id})
+    elif (
+        Refund.objects.filter(id=refund.id, state=Refund.State.MANUAL)
+        .exclude(last_error=Refund.PAID_TWICE)
+        .update(last_error=Refund.PAID_TWICE)
+    ):
+        # Staff paid it back by hand and the provider paid it too: ledger-check names it until
+        # finance recovers the money (refund_paid_twice).
+        log.error("refund paid back by hand succeeded at the provider too", extra={"refund_id": refund.id})
     return bool(newly)
 
 

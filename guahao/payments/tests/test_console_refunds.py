@@ -5,6 +5,7 @@ in 元; and the ledger-check findings as a page for finance."""
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 from django.test import Client
 
 from guahao.booking import services as booking
@@ -184,3 +185,44 @@ def test_the_payment_list_shows_money_in_yuan_channels_and_refund_state_in_chine
     html = client.get("/admin/payments/payment/").content.decode()
     assert "25.00 元" in html and "微信支付" in html and "已退款" in html
     assert "退款失败待处理" in html and "账务核对" in html
+
+
+def test_a_refund_that_succeeded_at_the_provider_after_all_is_not_paid_back_by_hand(world, failed, monkeypatch):
+    class SucceededAfterAll(SandboxProvider):
+        def query_refund(self, out_refund_no: str) -> RefundStatus:
+            return RefundStatus(out_refund_no, "SUCCESS", failed.amount_fen)
+
+    monkeypatch.setattr(services, "provider", lambda name=None: SucceededAfterAll())
+    from guahao.errors import Conflict
+
+    with pytest.raises(Conflict, match="已经成功"):
+        services.mark_refund_manual(refund_no=failed.refund_no, staff_username="finance", note="现金退还")
+    failed.refresh_from_db()
+    payment = Payment.objects.get(pk=failed.payment_id)
+    assert failed.state == Refund.State.SUCCEEDED and payment.refunded_fen == payment.amount_fen
+    run_worker()
+
+
+def test_an_unknown_provider_answer_stops_the_manual_mark(world, failed, monkeypatch):
+    from guahao.errors import Conflict
+    from guahao.payments.providers.base import ProviderTimeout
+
+    class Silent(SandboxProvider):
+        def query_refund(self, out_refund_no: str) -> RefundStatus:
+            raise ProviderTimeout("no answer")
+
+    monkeypatch.setattr(services, "provider", lambda name=None: Silent())
+    with pytest.raises(Conflict, match="稍后重试"):
+        services.mark_refund_manual(refund_no=failed.refund_no, staff_username="finance", note="现金退还")
+    failed.refresh_from_db()
+    assert failed.state == Refund.State.FAILED
+
+
+@pytest.mark.leaves_ledger_finding
+def test_a_provider_refund_after_a_manual_one_is_named_by_ledger_check(world, failed):
+    services.mark_refund_manual(refund_no=failed.refund_no, staff_username="finance", note="现金退还")
+    with transaction.atomic():
+        services._settle_refund(refund_id=failed.id)  # the provider's REFUND.SUCCESS, late
+    payment = Payment.objects.get(pk=failed.payment_id)
+    assert payment.refunded_fen == payment.amount_fen  # counted once
+    assert [v.kind for v in find_violations()] == ["refund_paid_twice"]
