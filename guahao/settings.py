@@ -136,6 +136,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- i18n and time ----------------------------------------------------------------------------
 
 LANGUAGE_CODE = "zh-hans"
+# Chinese only: the console and Django's own wording stay Chinese whatever the browser asks for.
+LANGUAGES = [("zh-hans", "简体中文")]
 TIME_ZONE = "Asia/Shanghai"
 USE_I18N = True
 USE_TZ = True

@@ -7,6 +7,7 @@ from functools import cache
 from typing import Any
 
 from axes.models import AccessAttempt
+from django import forms
 from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
@@ -19,6 +20,7 @@ from django.utils.html import format_html
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from guahao import clock
+from guahao.console import roles
 from guahao.console.models import AuditEntry, StaffProfile
 from guahao.console.selectors import hospital_ids_of
 from guahao.console.services import enrol_totp, note_password_changed, record_audit, totp_secret
@@ -126,10 +128,18 @@ class StaffAdmin(UserAdmin):
             return (*fieldsets, *self.superuser_fieldsets)
         return fieldsets
 
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.pk == request.user.pk and not request.user.is_superuser:
+            # Nobody grants themself a role or re-enables themself: another administrator does.
+            return (*fields, "groups", "is_active", "is_staff")
+        return fields
+
     def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
         if "groups" in form.base_fields:
-            form.base_fields["groups"].help_text = "角色决定可见的页面与可做的操作；一人可兼多个角色（审计管理员不宜兼任其他角色）"
+            form.base_fields["groups"].help_text = "角色决定可见的页面与可做的操作；一人可兼多个角色，审计管理员除外"
+            return _with_auditor_alone(form)
         return form
 
     def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
@@ -145,8 +155,14 @@ class StaffAdmin(UserAdmin):
             note_password_changed(user=obj, by_owner=False)
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        # The editor sees only their own hospitals in the form: the others stay as they were.
+        ids = hospital_ids_of(request.user)
+        profile = StaffProfile.objects.filter(user=form.instance).first()
+        kept = list(profile.hospitals.exclude(id__in=ids)) if profile and ids is not None else []
         super().save_related(request, form, formsets, change)
-        StaffProfile.objects.get_or_create(user=form.instance)
+        profile, _ = StaffProfile.objects.get_or_create(user=form.instance)
+        if kept:
+            profile.hospitals.add(*kept)
 
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = ""):
         response = super().user_change_password(request, id, form_url)
@@ -168,6 +184,20 @@ class StaffAdmin(UserAdmin):
                 f"{user.username} 的新密钥：{totp_secret(url)}（仅显示一次，请当面交给本人录入身份验证器）",
                 level=messages.WARNING,
             )
+
+
+def _with_auditor_alone(form_class: type[forms.ModelForm]) -> type[forms.ModelForm]:
+    """The auditor checks everyone else's actions, so holds no other role (三权分立)."""
+
+    class AuditorAlone(form_class):
+        def clean_groups(self):
+            groups = self.cleaned_data.get("groups")
+            names = {g.name for g in groups} if groups is not None else set()
+            if roles.AUDITOR in names and len(names) > 1:
+                raise forms.ValidationError("审计管理员不能兼任其他角色")
+            return groups
+
+    return AuditorAlone
 
 
 def record_action(change: bool) -> str:

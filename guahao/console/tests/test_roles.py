@@ -144,3 +144,60 @@ def test_createstaff_makes_the_setup_superuser_with_a_second_factor(monkeypatch)
     assert "身份验证器密钥" in out.getvalue()
     with pytest.raises(CommandError, match="--role"):
         call_command("createstaff", "other")
+
+
+def _user_form(client, user) -> dict:
+    form = client.get(f"/admin/auth/user/{user.pk}/change/").context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k not in ("password", "last_login", "date_joined")}
+    data["groups"] = [g.pk for g in user.groups.all()]
+    data.update({"is_active": "on", "is_staff": "on"})
+    prefix = "staff_profile"
+    data.update({f"{prefix}-TOTAL_FORMS": "1", f"{prefix}-INITIAL_FORMS": "1", f"{prefix}-MIN_NUM_FORMS": "0",
+                 f"{prefix}-MAX_NUM_FORMS": "1", f"{prefix}-0-id": user.staff_profile.pk,
+                 f"{prefix}-0-user": user.pk,
+                 f"{prefix}-0-hospitals": [h.pk for h in user.staff_profile.hospitals.all()]})
+    return data
+
+
+def test_an_administrator_cannot_grant_themself_a_role():
+    hospital = make_hospital()
+    admin = make_staff(role=roles.SYSTEM_ADMIN, hospitals=[hospital])
+    client = console_client(admin)
+    data = _user_form(client, admin)
+    data["groups"] = [Group.objects.get(name=roles.AUDITOR).pk, Group.objects.get(name=roles.SYSTEM_ADMIN).pk]
+    client.post(f"/admin/auth/user/{admin.pk}/change/", data)
+    assert list(admin.groups.values_list("name", flat=True)) == [roles.SYSTEM_ADMIN]
+
+
+def test_the_auditor_holds_no_other_role():
+    hospital = make_hospital()
+    admin = make_staff(role=roles.SYSTEM_ADMIN, hospitals=[hospital])
+    other = make_staff(role=roles.OPERATIONS, hospitals=[hospital])
+    client = console_client(admin)
+    data = _user_form(client, other)
+    data["groups"] = [Group.objects.get(name=roles.AUDITOR).pk, Group.objects.get(name=roles.OPERATIONS).pk]
+    answer = client.post(f"/admin/auth/user/{other.pk}/change/", data)
+    assert answer.status_code == 200 and "审计管理员不能兼任其他角色" in answer.content.decode()
+    assert list(other.groups.values_list("name", flat=True)) == [roles.OPERATIONS]
+
+
+def test_editing_a_colleague_keeps_their_other_hospitals():
+    a, b = make_hospital(), make_hospital()
+    admin = make_staff(role=roles.SYSTEM_ADMIN, hospitals=[a])
+    shared = make_staff(role=roles.OPERATIONS, hospitals=[a, b])
+    client = console_client(admin)
+    data = _user_form(client, shared)
+    data["staff_profile-0-hospitals"] = [a.pk]  # all the editor can see
+    data["first_name"] = "王运营"
+    answer = client.post(f"/admin/auth/user/{shared.pk}/change/", data)
+    assert answer.status_code == 302, answer.content.decode()[:3000]
+    shared.refresh_from_db()
+    assert shared.first_name == "王运营"
+    assert set(shared.staff_profile.hospitals.all()) == {a, b}
+
+
+def test_an_english_browser_still_gets_the_console_in_chinese():
+    page = console_client(make_staff(role=roles.OPERATIONS, hospitals=[make_hospital()])).get(
+        "/admin/booking/registration/", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9"
+    )
+    assert "挂号单" in page.content.decode() and "Select" not in page.content.decode()
