@@ -201,3 +201,10 @@ def test_an_english_browser_still_gets_the_console_in_chinese():
         "/admin/booking/registration/", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9"
     )
     assert "挂号单" in page.content.decode() and "Select" not in page.content.decode()
+
+
+def test_list_filters_read_as_chinese():
+    page = console_client(make_staff(role=roles.OPERATIONS, hospitals=[make_hospital()])).get(
+        "/admin/booking/registration/"
+    )
+    assert "按状态" in page.content.decode() and "以 " not in page.content.decode()
