@@ -92,7 +92,6 @@ def test_a_day_at_the_console(pc, site, day) -> None:  # noqa: F811
     shot(page, "login")
     sign_in(page, site, day["operator"])
     assert "今日" in page.content()
-    shot(page, "dashboard")
 
     # --- finds the order by the patient's phone: masked, one row --------------------------------
     page.goto(f"{site}/admin/booking/registration/")
@@ -166,3 +165,61 @@ def test_a_day_at_the_console(pc, site, day) -> None:  # noqa: F811
                                form={"post": "yes"}, fail_on_status_code=False)
     assert answer.status == 403
     assert AuditEntry.objects.filter(pk=entry.pk).exists()
+
+
+def test_the_dashboard_shows_how_fast_the_latest_release_went(pc, site, transactional_db) -> None:  # noqa: F811
+    """Three departments released at 07:00: 皮肤科 gone in 3 minutes, 儿科 in 12, 眼科 not all."""
+    today = clock.today()
+    hospital = make_hospital(name="杭州市第一人民医院", short_name="市一医院")
+    ReleaseRule.objects.filter(hospital=hospital).update(release_time=dt.time(7, 0), window_days=7)
+    released_day = today + dt.timedelta(days=7)
+    taken = {"皮肤科": [0.5, 1, 1.5, 2, 2.5, 3], "儿科": [1, 2, 4, 6, 9, 12], "眼科": [2, 5, 8, 15]}
+    for name, minutes in taken.items():
+        session = make_session(make_department(hospital, name=name), day=released_day, slots=6, fee_fen=2500)
+        for seq, minute in enumerate(minutes, start=1):
+            account = make_account()
+            patient = ready_to_book(account, hospital)
+            # (frozen_at moves the clock from the real now, so these blocks are never nested)
+            with clock.frozen_at(clock.at_local(today, dt.time(7, 0)) + dt.timedelta(minutes=minute)):
+                registered(account, patient, session, seq=seq)
+    staff = make_staff(role=[roles.OPERATIONS, roles.FINANCE], hospitals=[hospital], username="chen.ops")
+    with clock.frozen_at(clock.at_local(today, dt.time(10, 0))):
+        sign_in(pc, site, staff)
+        html = pc.content()
+        assert "皮肤科" in html and "儿科" in html and "眼科" in html
+        assert pc.locator("svg").count() >= 1
+        assert "400.00" in html  # 16 registrations × 25.00 元 paid today
+        shot(pc, "dashboard")
+
+
+def test_finance_works_through_the_failed_refunds(pc, site, day, monkeypatch) -> None:  # noqa: F811
+    """A refund the provider refused waits in 退款失败; finance retries it under the same number."""
+    from guahao.booking import services as booking
+    from guahao.payments import services as payments
+    from guahao.payments.tests.test_console_refunds import Refusing
+
+    first = day["first"]
+    monkeypatch.setattr(payments, "provider", lambda name=None: Refusing())
+    booking.cancel_registration(account=day["account"], registration_id=first.id)
+    monkeypatch.undo()
+    refund = Refund.objects.get(payment=first.hold.payment)
+    assert refund.state == Refund.State.FAILED
+
+    finance = make_staff(role=roles.FINANCE, hospitals=[day["hospital"]], username="sun.finance")
+    sign_in(pc, site, finance)
+    pc.goto(f"{site}/admin/payments/refund/")
+    assert refund.refund_no in pc.content()
+    shot(pc, "refunds")
+    pc.goto(f"{site}/admin/payments/payment/ledger/")
+    assert "退款失败" in pc.content() or refund.refund_no in pc.content()
+    shot(pc, "ledger")
+
+    pc.goto(f"{site}/admin/payments/refund/")
+    pc.check(f"input[name=_selected_action][value='{refund.pk}']")
+    pc.select_option("select[name=action]", "retry_failed")
+    with pc.expect_navigation():
+        pc.click("button[name=index]")
+    run_worker()
+    refund.refresh_from_db()
+    assert refund.state in (Refund.State.PROCESSING, Refund.State.SUCCEEDED)
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.REFUND_RETRY, staff_username="sun.finance").exists()
