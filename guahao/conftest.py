@@ -55,6 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Browser tests run last: Playwright's sync API keeps an event loop in the main thread for the
+    # rest of the session, and Django refuses ORM calls beside it unless DJANGO_ALLOW_ASYNC_UNSAFE
+    # is set, which only the browser tests may have. (Under pytest-xdist each worker receives the
+    # tests in this order, so the same holds per worker.)
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         skip = pytest.mark.skip(reason="needs PostgreSQL (set GUAHAO_DATABASE_URL)")
         for item in items:
@@ -121,3 +126,36 @@ def admin_client(db):
     from guahao.console.testing import superuser_client
 
     return superuser_client()
+
+
+# --- browser tests (guahao/web/tests, guahao/console/tests) -------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+            yield chromium
+            chromium.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def site(browser, live_server) -> str:
+    """The live server's address. DJANGO_ALLOW_ASYNC_UNSAFE is set by `browser` (see there)."""
+    return live_server.url

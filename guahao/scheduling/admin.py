@@ -46,8 +46,31 @@ def _same_hospital(form: forms.ModelForm, cleaned: dict[str, Any], *names: str) 
             form.add_error(name, f"须属于{hospital.name}")
 
 
+class RegistrationTypeForm(forms.ModelForm):
+    """The default fee is typed in 元 (two decimals) and stored in fen."""
+
+    default_fee_yuan = forms.DecimalField(
+        label="默认挂号费（元）", min_value=Decimal("0"), max_digits=8, decimal_places=2
+    )
+
+    class Meta:
+        model = RegistrationType
+        fields = ("hospital", "code", "name")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["default_fee_yuan"] = (Decimal(self.instance.default_fee_fen) / 100).quantize(Decimal("0.01"))
+
+    def save(self, commit: bool = True) -> RegistrationType:
+        self.instance.default_fee_fen = int(self.cleaned_data["default_fee_yuan"] * 100)
+        return super().save(commit)
+
+
 @admin.register(RegistrationType)
 class RegistrationTypeAdmin(ConsoleModelAdmin):
+    form = RegistrationTypeForm
+    fields = ("hospital", "code", "name", "default_fee_yuan")
     list_display = ("name", "code", "hospital", "default_fee")
     list_filter = (("hospital", admin.RelatedOnlyFieldListFilter),)
 
@@ -150,7 +173,7 @@ class WeeklyTemplateForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.fee_fen is not None:
-            self.initial["fee_yuan"] = Decimal(self.instance.fee_fen) / 100
+            self.initial["fee_yuan"] = (Decimal(self.instance.fee_fen) / 100).quantize(Decimal("0.01"))
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

@@ -21,8 +21,15 @@ from guahao.console.models import AuditEntry
 from guahao.console.testing import STAFF_PASSWORD, current_code, make_staff
 from guahao.payments.models import Refund
 from guahao.scheduling.models import ReleaseRule
-from guahao.testing import api_client, make_account, make_department, make_doctor, make_hospital, make_session, run_worker
-from guahao.web.tests.conftest import browser, site  # noqa: F401 - fixtures, re-exported
+from guahao.testing import (
+    api_client,
+    make_account,
+    make_department,
+    make_doctor,
+    make_hospital,
+    make_session,
+    run_worker,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -30,7 +37,7 @@ SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "img" / "console"
 
 
 @pytest.fixture
-def pc(browser):  # noqa: F811 - the browser fixture imported above
+def pc(browser):
     """A PC browser window: 1440×900, zh-CN, as hospital office PCs commonly run."""
     context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
     page = context.new_page()
@@ -44,7 +51,7 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
 
 
-def sign_in(page, site: str, user) -> None:  # noqa: F811
+def sign_in(page, site: str, user) -> None:
     page.goto(f"{site}/admin/")
     page.fill("input[name=username]", user.username)
     page.fill("input[name=password]", STAFF_PASSWORD)
@@ -83,7 +90,7 @@ def day(transactional_db):
     }
 
 
-def test_a_day_at_the_console(pc, site, day) -> None:  # noqa: F811
+def test_a_day_at_the_console(pc, site, day) -> None:
     page = pc
 
     # --- the operator signs in with password and TOTP, and lands on the dashboard -----------------
@@ -167,7 +174,7 @@ def test_a_day_at_the_console(pc, site, day) -> None:  # noqa: F811
     assert AuditEntry.objects.filter(pk=entry.pk).exists()
 
 
-def test_the_dashboard_shows_how_fast_the_latest_release_went(pc, site, transactional_db) -> None:  # noqa: F811
+def test_the_dashboard_shows_how_fast_the_latest_release_went(pc, site, transactional_db) -> None:
     """Three departments released at 07:00: 皮肤科 gone in 3 minutes, 儿科 in 12, 眼科 not all."""
     today = clock.today()
     hospital = make_hospital(name="杭州市第一人民医院", short_name="市一医院")
@@ -192,7 +199,7 @@ def test_the_dashboard_shows_how_fast_the_latest_release_went(pc, site, transact
         shot(pc, "dashboard")
 
 
-def test_finance_works_through_the_failed_refunds(pc, site, day, monkeypatch) -> None:  # noqa: F811
+def test_finance_works_through_the_failed_refunds(pc, site, day, monkeypatch) -> None:
     """A refund the provider refused waits in 退款失败; finance retries it under the same number."""
     from guahao.booking import services as booking
     from guahao.payments import services as payments

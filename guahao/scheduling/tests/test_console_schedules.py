@@ -432,3 +432,21 @@ def test_the_ledger_check_reports_an_offline_number_claimed_online(world):
 
     assert found and "offline" in found[0].message
     Slot.objects.filter(id=slot.id).update(**held)  # the books in order again for the fixture's check
+
+
+@pytest.mark.django_db
+def test_a_registration_types_fee_is_typed_in_yuan():
+    from guahao.console.testing import superuser_client
+    from guahao.scheduling.models import RegistrationType
+
+    hospital = make_hospital()
+    client = superuser_client()
+    answer = client.post(
+        "/admin/scheduling/registrationtype/add/",
+        {"hospital": hospital.pk, "code": "ZJ", "name": "专家号", "default_fee_yuan": "35.50"},
+    )
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    fee = RegistrationType.objects.get(hospital=hospital, code="ZJ").default_fee_fen
+    assert fee == 3550
+    page = client.get(f"/admin/scheduling/registrationtype/{RegistrationType.objects.get(code='ZJ').pk}/change/")
+    assert "35.50" in page.content.decode() and "（分）" not in page.content.decode()

@@ -5,7 +5,6 @@ never `playwright install`)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +23,6 @@ from guahao.testing import make_account, make_department, make_doctor, make_hosp
 from guahao.web.auth import SESSION_KEY
 
 SCREENSHOTS = Path(django_settings.BASE_DIR) / "docs" / "img" / "patient"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # The world's clock: a weekday morning after the 07:00 release, so strips read the same every run.
 MORNING = dt.time(10, 0)
 
@@ -123,27 +113,6 @@ def patient_client(client: Client, account: Account) -> Client:
 # --- browser ----------------------------------------------------------------------------------
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Browser tests run last: Playwright's sync API keeps an event loop in the main thread for
-    the rest of the session, and Django refuses ORM calls beside it unless
-    DJANGO_ALLOW_ASYNC_UNSAFE is set, which only the browser tests may have."""
-    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-            yield chromium
-            chromium.close()
-    finally:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-
-
 @pytest.fixture
 def phone(browser):
     """A phone-sized page: 375×812, zh-CN, as WeChat's in-app browser on a common iPhone."""
@@ -154,12 +123,6 @@ def phone(browser):
     page.set_default_timeout(10_000)
     yield page
     context.close()
-
-
-@pytest.fixture
-def site(browser, live_server) -> str:
-    """The live server's address. DJANGO_ALLOW_ASYNC_UNSAFE is set by `browser` (see there)."""
-    return live_server.url
 
 
 @pytest.fixture
