@@ -377,7 +377,7 @@ def retry_refund(*, refund_no: str) -> Refund:
     return refund
 
 
-def mark_refund_manual(*, refund_no: str, staff_username: str, note: str) -> Refund:
+def mark_refund_manual(*, refund_no: str, staff_username: str, note: str, provider_asked: bool = False) -> Refund:
     """Staff paid a FAILED refund back another way (cash at the window, a bank transfer): FAILED →
     MANUAL once, counted in the payment's refunded amount exactly as a succeeded refund (never past
     what was paid), with who did it and why, and a "refund.succeeded" event. Meant to run inside the
@@ -389,7 +389,8 @@ def mark_refund_manual(*, refund_no: str, staff_username: str, note: str) -> Ref
     refund = Refund.objects.select_related("payment").filter(refund_no=refund_no).first()
     if refund is None:
         raise NotFound("退款单不存在", code="refund_not_found")
-    _check_not_refunded_at_provider(refund)
+    if not provider_asked:  # a caller inside its own transaction asks first, outside it
+        confirm_not_refunded_at_provider(refund_no=refund_no)
     with transaction.atomic():
         # The payment before the refund: the lock order of _settle_refund.
         Payment.objects.select_for_update().filter(id=refund.payment_id).first()
@@ -414,13 +415,15 @@ def mark_refund_manual(*, refund_no: str, staff_username: str, note: str) -> Ref
     return refund
 
 
-def _check_not_refunded_at_provider(refund: Refund) -> None:
-    """Before staff pay a FAILED refund back another way, the provider is asked once more: a refund
-    that succeeded there after all is settled as such, one still in progress is waited for, and an
-    answer we cannot get stops the marking. Only a refund the provider never received, or rejected
-    for good (ABNORMAL), may be paid back by hand: the patient is never refunded twice."""
-    if refund.state != Refund.State.FAILED:
-        return  # the compare-and-set below refuses it with the right message
+def confirm_not_refunded_at_provider(*, refund_no: str) -> None:
+    """Before staff pay a FAILED refund back another way, the provider is asked once more (outside
+    any transaction): a refund that succeeded there after all is settled as such, one still in
+    progress is waited for, and an answer we cannot get stops the marking (Conflict each time).
+    Only a refund the provider never received, or rejected for good (ABNORMAL), may be paid back
+    by hand: the patient is never refunded twice."""
+    refund = Refund.objects.select_related("payment").filter(refund_no=refund_no).first()
+    if refund is None or refund.state != Refund.State.FAILED:
+        return  # mark_refund_manual refuses it with the right message
     try:
         status = provider(refund.payment.provider).query_refund(refund.refund_no)
     except ProviderRefused:

@@ -105,6 +105,7 @@ def record_manual_refund(
     refund = Refund.objects.filter(refund_no=refund_no).first()
     if refund is None:
         raise NotFound("退款单不存在", code="refund_not_found")
+    payments.confirm_not_refunded_at_provider(refund_no=refund_no)  # a provider call: before the transaction
     reg = Registration.objects.filter(
         hold__payment_id=refund.payment_id, status=RegistrationStatus.REFUNDING
     ).first()
@@ -121,7 +122,9 @@ def record_manual_refund(
                     status__in=registration_sources(RegistrationStatus.CANCELLED, RegistrationStatus.REFUNDING),
                 ).update(status=RegistrationStatus.CANCELLED)
             )
-        done = payments.mark_refund_manual(refund_no=refund_no, staff_username=staff_username, note=note)
+        done = payments.mark_refund_manual(
+            refund_no=refund_no, staff_username=staff_username, note=note, provider_asked=True
+        )
         if cancelled:
             emit("registration.cancelled", registration_id=reg.id, refund_id=done.id)
         if record is not None:

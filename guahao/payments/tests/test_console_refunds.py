@@ -226,3 +226,20 @@ def test_a_provider_refund_after_a_manual_one_is_named_by_ledger_check(world, fa
     payment = Payment.objects.get(pk=failed.payment_id)
     assert payment.refunded_fen == payment.amount_fen  # counted once
     assert [v.kind for v in find_violations()] == ["refund_paid_twice"]
+
+
+def test_the_console_asks_the_provider_before_the_manual_mark_too(world, failed, monkeypatch):
+    from guahao.booking.services import staff
+    from guahao.errors import Conflict
+
+    class SucceededAfterAll(SandboxProvider):
+        def query_refund(self, out_refund_no: str) -> RefundStatus:
+            return RefundStatus(out_refund_no, "SUCCESS", failed.amount_fen)
+
+    monkeypatch.setattr(services, "provider", lambda name=None: SucceededAfterAll())
+    with pytest.raises(Conflict, match="已经成功"):
+        staff.record_manual_refund(refund_no=failed.refund_no, staff_username="finance", note="现金退还")
+    failed.refresh_from_db()
+    assert failed.state == Refund.State.SUCCEEDED
+    run_worker()
+    assert registration_of(failed).status == RegistrationStatus.CANCELLED
