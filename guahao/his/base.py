@@ -49,6 +49,16 @@ class RegisterRequest:
     fee_fen: int
     insurance: bool
     out_trade_no: str
+    card_no: str = ""
+
+    @property
+    def insurance_fen(self) -> int:
+        """The share paid from medical insurance (today all of it or none: the channel decides)."""
+        return self.fee_fen if self.insurance else 0
+
+    @property
+    def self_pay_fen(self) -> int:
+        return self.fee_fen - self.insurance_fen
 
 
 @dataclass(frozen=True)
@@ -58,11 +68,85 @@ class RegisterResult:
 
 @dataclass(frozen=True)
 class RegistrationRecord:
-    """What the HIS holds for one of our holds: its registration number and whether it is still
-    valid (False once cancelled at the HIS)."""
+    """What the HIS holds for one of our holds: its registration number and where the patient is
+    (booked, checked_in, visited, or cancelled at the HIS)."""
 
     registration_no: str
-    active: bool = True
+    status: str = "booked"
+    hold_id: int | None = None
+    fee_fen: int | None = None
+    visit_seq: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Still a registration (not cancelled at the HIS)."""
+        return self.status != "cancelled"
+
+
+@dataclass(frozen=True)
+class CardRequest:
+    """A visiting patient as the HIS needs them to find or open a card (就诊卡)."""
+
+    name: str
+    id_type: str
+    id_number: str
+    phone: str = ""
+
+
+# --- the schedule as the HIS publishes it (synced into guahao's mirror) ---------------------------
+
+
+@dataclass(frozen=True)
+class HisDepartment:
+    code: str
+    name: str
+    parent_code: str | None = None
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class HisDoctor:
+    code: str
+    name: str
+    department_code: str
+    title: str = ""
+    specialty: str = ""
+
+
+@dataclass(frozen=True)
+class HisSlot:
+    code: str
+    seq: int
+    start: dt.datetime
+    end: dt.datetime
+    state: str = "free"  # free, locked, booked, offline
+
+
+@dataclass(frozen=True)
+class HisSession:
+    code: str
+    department_code: str
+    doctor_code: str | None
+    registration_type: str
+    date: dt.date
+    period: str  # morning, afternoon, evening
+    start: dt.datetime
+    end: dt.datetime
+    fee_fen: int
+    status: str = "open"  # open, suspended
+    suspend_reason: str = ""
+    location: str = ""
+    slots: tuple[HisSlot, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScheduleBatch:
+    """What changed at the HIS since a cursor; `cursor` is passed as `since` next time."""
+
+    cursor: str
+    departments: tuple[HisDepartment, ...] = ()
+    doctors: tuple[HisDoctor, ...] = ()
+    sessions: tuple[HisSession, ...] = ()
 
 
 class HisAdapter(Protocol):
@@ -91,4 +175,17 @@ class HisAdapter(Protocol):
     def cancel_registration(self, *, hold_id: int, registration_no: str = "") -> None:
         """Cancel the registration made for `hold_id` (the number may be unknown to us when the
         register call timed out). Idempotent."""
+        ...
+
+    def fetch_schedule(self, *, since: str = "", days: int = 14) -> ScheduleBatch:
+        """Departments, doctors, sessions and numbers changed since the cursor `since` ("" for
+        everything), sessions from today on for `days` days."""
+        ...
+
+    def find_or_create_card(self, request: CardRequest) -> str:
+        """The patient's card number at this hospital, opened if they have none."""
+        ...
+
+    def registrations_of_day(self, day: dt.date) -> list[RegistrationRecord]:
+        """Every registration made through guahao for visits on `day` (reconciliation)."""
         ...

@@ -21,3 +21,8 @@ def adapter() -> HisAdapter:
     if target is None:
         raise ValueError(f"unknown GUAHAO_HIS_ADAPTER {settings.HIS_ADAPTER!r}")
     return import_string(target.replace(":", "."))()
+
+
+def adapter_for(hospital_id: int | None) -> HisAdapter:
+    """The HIS adapter of one hospital (its connection settings in the console)."""
+    return adapter()

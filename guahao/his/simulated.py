@@ -52,7 +52,7 @@ class SimulatedHis(FaultQueue):
             record = self.registrations.get(request.hold_id)
             if record is None or not record.active:
                 stamp = clock.local_now().strftime("%Y%m%d")
-                record = RegistrationRecord(registration_no=f"SIM{stamp}{request.hold_id:08d}")
+                record = RegistrationRecord(registration_no=f"SIM{stamp}{request.hold_id:08d}", hold_id=request.hold_id)
                 self.registrations[request.hold_id] = record
             return RegisterResult(registration_no=record.registration_no)
 
@@ -65,7 +65,7 @@ class SimulatedHis(FaultQueue):
         def effect() -> None:
             record = self.registrations.get(hold_id)
             if record is not None:
-                self.registrations[hold_id] = RegistrationRecord(record.registration_no, active=False)
+                self.registrations[hold_id] = RegistrationRecord(record.registration_no, status="cancelled", hold_id=hold_id)
 
         self._call("cancel_registration", hold_id, effect)
 

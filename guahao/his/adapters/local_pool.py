@@ -7,8 +7,17 @@ of its own (guahao's database is the record), so a query finds nothing and a can
 
 from __future__ import annotations
 
+import datetime as dt
+
 from guahao import clock
-from guahao.his.base import LockRequest, RegisterRequest, RegisterResult, RegistrationRecord
+from guahao.his.base import (
+    CardRequest,
+    LockRequest,
+    RegisterRequest,
+    RegisterResult,
+    RegistrationRecord,
+    ScheduleBatch,
+)
 
 
 class LocalPoolHis:
@@ -27,3 +36,12 @@ class LocalPoolHis:
 
     def cancel_registration(self, *, hold_id: int, registration_no: str = "") -> None:
         return None
+
+    def fetch_schedule(self, *, since: str = "", days: int = 14) -> ScheduleBatch:
+        return ScheduleBatch(cursor=since)  # the schedule is made in guahao's console
+
+    def find_or_create_card(self, request: CardRequest) -> str:
+        return ""  # no HIS, no card
+
+    def registrations_of_day(self, day: dt.date) -> list[RegistrationRecord]:
+        return []  # guahao's registrations are the only record
