@@ -14,6 +14,7 @@ from guahao import clock
 from guahao.booking import services as booking
 from guahao.booking.messages import status_message
 from guahao.errors import UpstreamUnavailable
+from guahao.his import sync as his_sync
 from guahao.his.base import HisError
 from guahao.limits import services as limits
 from guahao.notifications import services as outbox
@@ -106,6 +107,8 @@ def run_sweeps(*, worker_id: str) -> int:
         _last_hourly = now
         patients.purge_expired_credentials(now=now)
         limits.purge_expired(now=now)
+    # Each hospital with an HIS: its schedule and today's check-ins, every his_sync.SYNC_INTERVAL.
+    work += his_sync.sync_due_hospitals(now=now)
     return work
 
 

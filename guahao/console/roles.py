@@ -32,6 +32,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "auth.user": ("view", "add", "change"),
         "auth.group": _VIEW,
         "console.staffprofile": ("view", "add", "change"),
+        "his.hisconnection": ("view", "add", "change"),
     },
     SECURITY_ADMIN: {
         "policies.restriction": ("view", "add", "lift_restriction"),

@@ -59,7 +59,7 @@ def cancel_at_his_and_refund(
     deadline, or staff): the HIS cancels, then start_refund_for_cancellation."""
     reg = registration
     try:
-        his().cancel_registration(hold_id=reg.hold_id, registration_no=reg.registration_no)
+        his(reg.session.hospital_id).cancel_registration(hold_id=reg.hold_id, registration_no=reg.registration_no)
     except HisRefused as exc:
         raise Conflict("医院系统不允许取消该挂号，请联系医院客服", code="his_refused") from exc
     except HisTimeout:

@@ -22,8 +22,9 @@ log = logging.getLogger("guahao.booking")
 CLAIMABLE = (HoldState.HELD, HoldState.PAYING)
 
 
-def his() -> HisAdapter:
-    return his_services.adapter()
+def his(hospital_id: int | None) -> HisAdapter:
+    """The HIS adapter of the hospital a hold or registration belongs to."""
+    return his_services.adapter_for(hospital_id)
 
 
 def service_phone_hint(session: Session) -> str:

@@ -34,6 +34,7 @@ from guahao.errors import (
     UpstreamUnavailable,
 )
 from guahao.his.base import HisRefused, HisTimeout, LockRequest
+from guahao.his.wire import Code as HisCode
 from guahao.notifications.services import emit
 from guahao.patients.models import Account
 from guahao.patients.selectors import get_patient_for_account
@@ -216,9 +217,11 @@ def _lock_in_his(*, hold: Hold) -> None:
         expires_at=hold.expires_at,
     )
     try:
-        lock_id = his().lock_slot(request)
+        lock_id = his(session.hospital_id).lock_slot(request)
     except HisRefused as exc:
-        _undo_claim(hold=hold, reason=f"his_refused:{exc.reason}")
+        # Taken at the HIS (the window, the phone): not offered here again until the schedule
+        # sync sees it free there.
+        _undo_claim(hold=hold, reason=f"his_refused:{exc.reason}", taken_at_his=exc.reason == HisCode.SLOT_TAKEN)
         raise Conflict("医院系统显示该号源已不可用，请刷新后重新选择", code="his_refused") from exc
     except HisTimeout as exc:
         # The lock may have succeeded with the reply lost: hold.failed's tidy-up releases it at the
@@ -232,7 +235,7 @@ def _lock_in_his(*, hold: Hold) -> None:
         hold.his_lock_id = lock_id
 
 
-def _undo_claim(*, hold: Hold, reason: str) -> None:
+def _undo_claim(*, hold: Hold, reason: str, taken_at_his: bool = False) -> None:
     now = clock.now()
 
     def undo() -> None:
@@ -240,7 +243,12 @@ def _undo_claim(*, hold: Hold, reason: str) -> None:
         failed = Hold.objects.filter(id=hold.id, state__in=hold_sources(HoldState.FAILED, HoldState.HELD)).update(
             state=HoldState.FAILED, updated_at=now
         )
-        free_slot(slot_id=hold.slot_id, held_until=hold.expires_at)
+        if taken_at_his:
+            Slot.objects.filter(id=hold.slot_id, state=Slot.State.HELD, held_until=hold.expires_at).update(
+                state=Slot.State.OFFLINE, held_until=None
+            )
+        else:
+            free_slot(slot_id=hold.slot_id, held_until=hold.expires_at)
         if failed:
             emit("hold.failed", hold_id=hold.id, reason=reason)
 
@@ -415,7 +423,7 @@ def tidy_dead_hold(*, hold_id: int, at_once: bool = False) -> None:
     hold.expired and hold.failed: it raises when the provider or the HIS does not answer, and the
     outbox tries again until it is done. A payment that still arrives is refunded on settlement.
     `at_once`: a head start right after the patient's own request, never raising."""
-    hold = Hold.objects.select_related("slot").get(id=hold_id)
+    hold = Hold.objects.select_related("slot", "session").get(id=hold_id)
     if selectors.effective_state(hold) in (*CLAIMABLE, HoldState.REGISTERING, HoldState.SUCCEEDED):
         return  # not over: nothing to tidy
     try:
@@ -424,7 +432,7 @@ def tidy_dead_hold(*, hold_id: int, at_once: bool = False) -> None:
         except Conflict as exc:
             if exc.code != "payment_already_paid":  # paid meanwhile: settled, then refunded
                 raise
-        his().release_slot(hold_id=hold.id, his_lock_id=hold.his_lock_id, slot_code=hold.slot.his_code)
+        his(hold.session.hospital_id).release_slot(hold_id=hold.id, his_lock_id=hold.his_lock_id, slot_code=hold.slot.his_code)
     except HisRefused as exc:
         log.warning("his refused to release a lock", extra={"hold_id": hold.id, "reason": exc.reason})
     except (HisTimeout, UpstreamUnavailable, Conflict):

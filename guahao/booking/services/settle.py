@@ -101,7 +101,7 @@ def register_paid_hold(*, hold_id: int, ask_first: bool = True) -> None:
         _give_up_registering(hold)
         return
     if ask_first:
-        record = his().query_registration(hold_id=hold.id)
+        record = his(hold.session.hospital_id).query_registration(hold_id=hold.id)
         if record is not None and record.active:
             _record_registered(hold=hold, registration_no=record.registration_no)
             return
@@ -120,7 +120,7 @@ def register_paid_hold(*, hold_id: int, ask_first: bool = True) -> None:
         out_trade_no=payment.out_trade_no,
     )
     try:
-        result = his().register(request)
+        result = his(hold.session.hospital_id).register(request)
     except HisRefused as exc:
         fail_registering(hold=hold, reason=exc.reason or "his_refused", refund_reason="医院挂号失败，自动退款")
         return
@@ -146,7 +146,7 @@ def settle_overdue_registering(*, limit: int = 100) -> int:
 
 def _give_up_registering(hold: Hold) -> None:
     try:
-        record = his().query_registration(hold_id=hold.id)
+        record = his(hold.session.hospital_id).query_registration(hold_id=hold.id)
     except (HisTimeout, HisRefused):
         record = None  # unknown: refund, and the HIS is asked to cancel whatever it may have made
     if record is not None and record.active:
@@ -239,7 +239,11 @@ def cancel_at_his(*, hold_id: int, registration_no: str = "") -> None:
     e.g. while the slot is being settled there) and logged as an error: while it lasts,
     ledger-check names the hold for the operators."""
     try:
-        his().cancel_registration(hold_id=hold_id, registration_no=registration_no)
+        his(_hospital_of_hold(hold_id)).cancel_registration(hold_id=hold_id, registration_no=registration_no)
     except HisRefused as exc:
         log.error("his refused to cancel a registration we refunded", extra={"hold_id": hold_id, "reason": exc.reason})
         raise
+
+
+def _hospital_of_hold(hold_id: int) -> int | None:
+    return Hold.objects.filter(id=hold_id).values_list("session__hospital_id", flat=True).first()
