@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint install clean browser-deps
+.PHONY: run run-his prepare test lint install clean browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,13 +31,21 @@ install: $(STAMP) $(NODE_STAMP)
 
 # The two commands of a developer's machine run in development mode: sandbox payments, SMS codes
 # in the log, keys generated under var/. Production is any other start (see README).
-run test: export GUAHAO_ENV := development
+run run-his prepare test: export GUAHAO_ENV := development
 
-run: $(STAMP) $(NODE_STAMP)
+# Migrate, gather static files, load the demo hospital (and its staff accounts).
+prepare: $(STAMP) $(NODE_STAMP)
 	$(BIN)/guahao migrate --noinput
 	$(BIN)/guahao collectstatic --noinput --verbosity 0
 	$(BIN)/guahao demo
+
+run: prepare
 	$(BIN)/guahao run
+
+# As run, plus the HIS simulator on 127.0.0.1:9100 serving a second demo hospital (HISDEMO) whose
+# numbers, locks and registrations live in the simulator (see README, "Running against the HIS simulator").
+run-his: prepare
+	$(BIN)/guahao run --his-simulator 127.0.0.1:9100
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,7 +20,7 @@ WORK_AREAS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("schedule", "排班与号源", ("scheduling.session", "scheduling.slot", "scheduling.weeklytemplate")),
     ("hospital", "医院配置", (
         "catalog.hospital", "catalog.campus", "catalog.department", "catalog.doctor", "catalog.notice",
-        "scheduling.registrationtype", "scheduling.releaserule", "policies.policy", "catalog.*",
+        "scheduling.registrationtype", "scheduling.releaserule", "policies.policy", "his.hisconnection", "catalog.*",
     )),
     ("finance", "财务", ("payments.payment", "payments.refund", "payments.*")),
     ("security", "安全", ("policies.restriction", "policies.*", "patients.patientaddattempt", "axes.*", "otp_totp.*")),

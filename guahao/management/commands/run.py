@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -15,9 +15,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--bind", default=os.environ.get("GUAHAO_BIND", "127.0.0.1:8000"))
         parser.add_argument("--workers", type=int, default=int(os.environ.get("GUAHAO_WEB_WORKERS", "2")))
+        parser.add_argument(
+            "--his-simulator",
+            metavar="HOST:PORT",
+            default="",
+            help="（仅开发模式）同时启动 HIS 模拟器，并让示范市第二人民医院（HISDEMO）通过它锁号、挂号",
+        )
 
-    def handle(self, *args, bind: str, workers: int, **options):
+    def handle(self, *args, bind: str, workers: int, his_simulator: str = "", **options):
         python = sys.executable
+        children: list[subprocess.Popen] = []
+        if his_simulator:
+            children.append(self._start_his_demo(python, his_simulator, bind))
         # No gunicorn access log: query strings may carry search terms; RequestIdMiddleware logs
         # each request as JSON with its path only.
         web = subprocess.Popen(
@@ -25,7 +34,7 @@ class Command(BaseCommand):
              "--workers", str(workers), "--threads", "4"],
         )
         worker = subprocess.Popen([python, "-m", "guahao.cli", "worker"])
-        children = [web, worker]
+        children += [web, worker]
         self.stdout.write(f"guahao: http://{bind}/  (API docs: http://{bind}/api/v1/docs)  Ctrl-C to stop")
 
         def stop(*_):
@@ -49,3 +58,27 @@ class Command(BaseCommand):
         failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
         if failed:
             sys.exit(1)
+
+    def _start_his_demo(self, python: str, address: str, bind: str) -> subprocess.Popen:
+        """The HIS simulator as a child process, and the HIS demo hospital synced from it."""
+        from django.conf import settings
+
+        from guahao.environment import DEVELOPMENT
+        from guahao.his import demo
+
+        if settings.ENV != DEVELOPMENT:
+            raise CommandError("--his-simulator 仅用于开发模式")
+        simulator = subprocess.Popen(
+            [python, "-m", "guahao.his.simulator", "--bind", address, "--hospital", demo.CODE,
+             "--secret", demo.SECRET, "--seed", "demo", "--attendance", "0.3"],
+        )
+        try:
+            hospital, report = demo.start_demo_hospital(base_url=f"http://{address}")
+        except Exception:
+            simulator.kill()
+            raise
+        self.stdout.write(
+            f"HIS 模拟器：http://{address}/_control/state ；{hospital.name}：新放号排班 {len(report.released)} 个，"
+            f"患者页面 http://{bind}/?hospital={hospital.pk}"
+        )
+        return simulator
