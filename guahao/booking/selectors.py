@@ -57,6 +57,16 @@ def live_holds_of(*, account: Account, now: dt.datetime | None = None) -> list[H
     )
 
 
+def registering_holds_of(*, account: Account) -> list[Hold]:
+    """The account's paid holds whose registration the HIS has not confirmed yet (挂号中): each
+    ends as a registration or a full refund, and until then the patient should see it."""
+    return list(
+        Hold.objects.filter(account=account, state=HoldState.REGISTERING)
+        .select_related(*_HOLD_RELATED)
+        .order_by("id")
+    )
+
+
 def registrations_of(*, account: Account, status: str | None = None) -> QuerySet[Registration]:
     regs = Registration.objects.filter(account=account).select_related(
         "hold", "slot", "session__department", "session__doctor", "session__hospital", "patient"

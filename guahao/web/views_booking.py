@@ -418,11 +418,14 @@ def registrations(request: HttpRequest) -> HttpResponse:
         tab = "pending"
     now = clock.now()
     holds: list[dict] = []
+    registering: list[dict] = []
     regs: list[dict] = []
     if tab == "pending":
         holds = [
             _hold_view(h, now) for h in selectors.live_holds_of(account=request.account, now=now)
         ]
+        # Paid, the HIS not yet answering: shown here until it ends as a registration or a refund.
+        registering = [_hold_view(h, now) for h in selectors.registering_holds_of(account=request.account)]
     else:
         found = list(selectors.registrations_of(account=request.account, status=tab))
         hours: dict[int, int] = {}  # one rule lookup per department, not per registration
@@ -442,6 +445,7 @@ def registrations(request: HttpRequest) -> HttpResponse:
         "tabs": [{"key": k, "label": label, "active": k == tab} for k, label in TABS],
         "tab": tab,
         "holds": holds,
+        "registering": registering,
         "registrations": regs,
         "refund_rule": REFUND_RULE,
         "no_show_rule": NO_SHOW_RULE,

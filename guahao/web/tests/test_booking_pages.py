@@ -277,3 +277,33 @@ def test_a_provider_that_does_not_answer_on_return_is_said_so(world, account, pa
     assert "暂时无法查询支付结果" in text and "刷新" in text
     response = patient_client.post(f"/holds/{hold.id}/check")  # 我已支付: the error page
     assert response.status_code == 503 and "0571-87065701" in response.content.decode()
+
+
+def test_a_paid_hold_the_his_has_not_confirmed_shows_as_registering(world, account, patient_client, monkeypatch):
+    """Paid, but the HIS has not answered the registration yet: 我的挂号 says so (挂号中), with the
+    promise of a full refund if it fails, instead of the payment vanishing from the patient's view."""
+    from guahao.his import services as his_services
+    from guahao.his.simulated import SimulatedHis
+
+    his = SimulatedHis()
+    monkeypatch.setattr(his_services, "adapter", lambda: his)
+    his.fail_next("register", "timeout", times=5)
+    patient = make_patient(account)
+    acknowledge_notices(account, world.hospital)
+    hold = hold_via_page(patient_client, world.open_session)
+    location = pay_through_page(patient_client, hold, patient)
+    sandbox.pay(re.search(r"/sandbox/pay/(\w+)", location).group(1))
+    run_worker()
+    hold.refresh_from_db()
+    assert hold.state == HoldState.REGISTERING
+
+    page = patient_client.get("/me/registrations").content.decode()
+    assert 'data-testid="registering-hold"' in page and "挂号中" in page and "全额原路退回" in page
+    assert f'href="/holds/{hold.id}/result"' in page and "没有待支付的锁号" not in page
+
+    his.clear_faults()
+    with clock.travel(dt.timedelta(minutes=5)):
+        run_worker()  # the HIS answers now: the registration is confirmed
+    assert Registration.objects.filter(hold=hold).exists()
+    page = patient_client.get("/me/registrations").content.decode()
+    assert 'data-testid="registering-hold"' not in page
