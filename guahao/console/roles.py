@@ -63,6 +63,8 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "booking.hold": _VIEW,
         "payments.payment": ("view", "view_ledger_findings"),
         "payments.refund": ("view", "handle_failed_refund"),
+        "payments.discrepancy": ("view", "change"),
+        "payments.reconciliationrun": _VIEW,
         "patients.patient": _VIEW,
     },
 }

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -27,7 +27,8 @@ from guahao.console.services import record_audit
 from guahao.errors import GuahaoError
 from guahao.payments import services
 from guahao.payments.channels import PaymentChannel
-from guahao.payments.models import Payment, Refund
+from guahao.payments.models import Discrepancy, Payment, ReconciliationRun, Refund
+from guahao.payments.reconciliation import services as reconciliation
 
 LEDGER_PERMISSION = "payments.view_ledger_findings"
 
@@ -474,3 +475,176 @@ class RefundAdmin(ReadOnlyConsoleAdmin):
                 continue
             self.message_user(request, f"退款单 {refund.refund_no} 已标记为已线下退款", messages.SUCCESS)
         return None
+
+
+# --- reconciliation (对账) ------------------------------------------------------------------------
+
+def _yuan_or_dash(fen: int | None) -> str:
+    return "—" if fen is None else yuan(fen)
+
+
+def _source_label(source: str) -> str:
+    return "HIS 挂号清单" if source.startswith("his-") else PROVIDER_LABELS.get(source, source)
+
+
+class ResolvedFilter(admin.SimpleListFilter):
+    title = "处理情况"
+    parameter_name = "resolved"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("no", "未处理"), ("yes", "已处理")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "no":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+class ResolveDiscrepancyForm(forms.Form):
+    note = forms.CharField(
+        label="处理说明（如：已补退款，退款单号；已联系支付机构核实）",
+        max_length=200,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        error_messages={"required": "请填写处理说明"},
+    )
+
+
+@admin.register(Discrepancy)
+class DiscrepancyAdmin(ReadOnlyConsoleAdmin):
+    """The finance office's queue of reconciliation differences. Rows of a known hospital are that
+    hospital's staff's; a provider-only row of no known hospital is seen by superusers only."""
+
+    hospital_field = "hospital"
+    list_display = (
+        "day",
+        "source",
+        "kind",
+        "out_trade_no",
+        "out_refund_no",
+        "our_amount",
+        "provider_amount",
+        "detail",
+        "resolved",
+        "resolved_by",
+        "resolution_note",
+    )
+    list_filter = (ResolvedFilter, "kind", "provider")
+    search_fields = ("out_trade_no", "out_refund_no")
+    search_help_text = "按商户订单号、退款单号或挂号单号查找"
+    date_hierarchy = "day"
+    ordering = ("-day", "kind", "id")
+    actions = ("mark_resolved",)
+    fields = (
+        "day",
+        "source",
+        "kind",
+        "out_trade_no",
+        "out_refund_no",
+        "hospital",
+        "our_amount",
+        "provider_amount",
+        "detail",
+        "found",
+        "resolved",
+        "resolved_by",
+        "resolution_note",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="对账来源", ordering="provider")
+    def source(self, obj: Discrepancy) -> str:
+        return _source_label(obj.provider)
+
+    @admin.display(description="本系统金额", ordering="our_amount_fen")
+    def our_amount(self, obj: Discrepancy) -> str:
+        return _yuan_or_dash(obj.our_amount_fen)
+
+    @admin.display(description="对方金额", ordering="provider_amount_fen")
+    def provider_amount(self, obj: Discrepancy) -> str:
+        return _yuan_or_dash(obj.provider_amount_fen)
+
+    @admin.display(description="发现时间", ordering="found_at")
+    def found(self, obj: Discrepancy) -> str:
+        return _local(obj.found_at)
+
+    @admin.display(description="处理时间", ordering="resolved_at")
+    def resolved(self, obj: Discrepancy) -> str:
+        return _local(obj.resolved_at) if obj.resolved_at else "未处理"
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("payments.change_discrepancy")
+
+    @admin.action(description="标记已处理", permissions=["resolve"])
+    def mark_resolved(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """A page asks how each selected difference was handled; each is then closed with that note
+        and audited in the same transaction. Already handled rows are left as they are."""
+        items = list(queryset.select_related("hospital"))
+        form = ResolveDiscrepancyForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "标记已处理",
+                "form": form,
+                "rows": [
+                    {
+                        "pk": d.pk,
+                        "day": d.day.isoformat(),
+                        "kind": d.get_kind_display(),
+                        "out_trade_no": d.out_trade_no,
+                        "out_refund_no": d.out_refund_no,
+                        "ours": _yuan_or_dash(d.our_amount_fen),
+                        "theirs": _yuan_or_dash(d.provider_amount_fen),
+                        "detail": d.detail,
+                    }
+                    for d in items
+                ],
+                "back_url": reverse("admin:payments_discrepancy_changelist"),
+            }
+            return TemplateResponse(request, "console/payments/discrepancy_resolve.html", context)
+        note = form.cleaned_data["note"].strip()
+        done = 0
+        for item in items:
+            if item.resolved_at is not None:
+                self.message_user(request, f"差异 {item} 已于 {_local(item.resolved_at)} 处理，未重复标记", messages.WARNING)
+                continue
+            with transaction.atomic():
+                resolved = reconciliation.mark_resolved(
+                    discrepancy_id=item.pk, staff_username=request.user.get_username(), note=note
+                )
+                record_audit(
+                    request=request, action=AuditEntry.Action.OTHER, obj=resolved, hospital=item.hospital,
+                    before={"resolved": False}, after={"resolved": True},
+                    detail=f"对账差异标记已处理（{item.get_kind_display()} {item.out_refund_no or item.out_trade_no}）：{note}",
+                )  # fmt: skip
+            done += 1
+        if done:
+            self.message_user(request, f"已标记 {done} 条对账差异为已处理", messages.SUCCESS)
+        return None
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyConsoleAdmin):
+    """Runs belong to no single hospital: every finance officer sees the day's totals, not rows."""
+
+    hospital_field = None
+    list_display = ("day", "source", "status", "bill_rows", "matched", "discrepancies", "started", "finished", "error")
+    list_filter = ("status", "provider")
+    date_hierarchy = "day"
+    ordering = ("-day", "provider")
+    fields = ("day", "source", "status", "bill_rows", "matched", "discrepancies", "bill_sha1", "started", "finished", "error")
+    readonly_fields = fields
+
+    @admin.display(description="对账来源", ordering="provider")
+    def source(self, obj: ReconciliationRun) -> str:
+        return _source_label(obj.provider)
+
+    @admin.display(description="开始时间", ordering="started_at")
+    def started(self, obj: ReconciliationRun) -> str:
+        return _local(obj.started_at)
+
+    @admin.display(description="结束时间", ordering="finished_at")
+    def finished(self, obj: ReconciliationRun) -> str:
+        return _local(obj.finished_at)

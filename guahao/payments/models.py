@@ -165,3 +165,75 @@ class SeenNonce(models.Model):
 
     def __str__(self) -> str:
         return self.nonce
+
+
+class ReconciliationRun(models.Model):
+    """One day's reconciliation (对账) of one source: a payment provider's bill, or a hospital's HIS
+    day list ("his-<hospital id>"). Rerunning a day updates this row."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "进行中"
+        OK = "ok", "已完成"
+        FAILED = "failed", "失败"
+
+    provider = models.CharField("对账来源", max_length=30)
+    day = models.DateField("对账日期")
+    started_at = models.DateTimeField("开始时间")
+    finished_at = models.DateTimeField("结束时间", null=True, blank=True)
+    bill_rows = models.PositiveIntegerField("账单笔数", default=0)
+    matched = models.PositiveIntegerField("一致笔数", default=0)
+    discrepancies = models.PositiveIntegerField("差异笔数", default=0)
+    bill_sha1 = models.CharField("账单 SHA1", max_length=40, blank=True)
+    status = models.CharField("状态", max_length=10, choices=Status.choices, default=Status.RUNNING)
+    error = models.CharField("失败原因", max_length=300, blank=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "对账记录"
+        constraints = [models.UniqueConstraint(fields=["provider", "day"], name="one_reconciliation_run_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.day}"
+
+
+class Discrepancy(models.Model):
+    """One difference found by reconciliation, in the finance office's queue until resolved.
+    Unique per (provider, day, kind, order, refund): a rerun finds the same row again."""
+
+    class Kind(models.TextChoices):
+        PROVIDER_ONLY = "provider_only", "仅支付机构有"
+        OURS_ONLY = "ours_only", "仅本系统有"
+        AMOUNT_DIFFERS = "amount_differs", "金额不一致"
+        STATUS_DIFFERS = "status_differs", "状态不一致"
+        HIS_ONLY = "his_only", "仅 HIS 有挂号"
+        OURS_ONLY_HIS = "ours_only_his", "仅本系统有挂号"
+        FEE_DIFFERS = "fee_differs", "挂号费不一致"
+
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.PROTECT, related_name="items", verbose_name="对账记录")
+    provider = models.CharField("对账来源", max_length=30)
+    day = models.DateField("对账日期")
+    kind = models.CharField("差异类型", max_length=20, choices=Kind.choices)
+    # For HIS rows: the registration number.
+    out_trade_no = models.CharField("商户订单号", max_length=40, blank=True)
+    out_refund_no = models.CharField("退款单号", max_length=48, blank=True)
+    hospital = models.ForeignKey(
+        "catalog.Hospital", on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name="医院"
+    )
+    our_amount_fen = models.PositiveIntegerField("本系统金额（分）", null=True, blank=True)
+    provider_amount_fen = models.PositiveIntegerField("对方金额（分）", null=True, blank=True)
+    detail = models.CharField("说明", max_length=300, blank=True)
+    found_at = models.DateTimeField("发现时间")
+    resolved_at = models.DateTimeField("处理时间", null=True, blank=True)
+    resolved_by = models.CharField("处理员工", max_length=150, blank=True)
+    resolution_note = models.CharField("处理说明", max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "对账差异"
+        indexes = [models.Index(fields=["resolved_at", "day"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "day", "kind", "out_trade_no", "out_refund_no"], name="one_discrepancy_per_finding"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.out_refund_no or self.out_trade_no}"
