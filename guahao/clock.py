@@ -52,6 +52,7 @@ def travel(delta: dt.timedelta) -> Iterator[None]:
 
 @contextlib.contextmanager
 def frozen_at(moment: dt.datetime) -> Iterator[None]:
-    """Run the block as if it were `moment` (the clock still ticks from there)."""
-    with travel(moment - timezone.now()):
+    """Run the block as if it were `moment` (the clock still ticks from there). Measured from the
+    clock as it reads now, so a frozen_at inside another one lands on its own moment."""
+    with travel(moment - now()):
         yield

@@ -38,8 +38,9 @@ from guahao.testing import (
 
 pytestmark = pytest.mark.django_db
 
-# The world's "today": a fixed morning, so today's sessions are still bookable and cancellable.
-TODAY = clock.today() + dt.timedelta(days=1)
+# The world's "today": a fixed date and morning (the tests run under clock.frozen_at), so today's
+# sessions are still bookable and cancellable, and a run crossing midnight sees the same day.
+TODAY = dt.date(2030, 1, 7)
 MORNING = clock.at_local(TODAY, dt.time(6, 0))
 
 
