@@ -159,3 +159,25 @@ def browser():
 def site(browser, live_server) -> str:
     """The live server's address. DJANGO_ALLOW_ASYNC_UNSAFE is set by `browser` (see there)."""
     return live_server.url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def payment_sandbox():
+    """The payment providers' sandbox gateway (WeChat Pay v3 and Alipay on the wire), served on a
+    loopback port for the whole run; hospitals without a merchant account pay through it, as in
+    `make run`. It keeps guahao's clock, so moving the clock moves it too. Its notifications are
+    delivered by `guahao.testing.run_worker()` (or `deliver_notifications()`) through Django's test
+    client."""
+    from guahao import clock, testing
+    from guahao.payments.sandbox import SandboxKeys, running_gateway
+
+    keys_path = settings.VAR_DIR / "pay-sandbox-keys-test.json"
+    keys = SandboxKeys.load_or_create(keys_path)  # generated once, shared by the xdist workers
+    with running_gateway(keys, now=clock.now) as gateway:
+        settings.PAY_SANDBOX_URL = gateway.url
+        settings.PAY_SANDBOX_KEYS = keys_path
+        # Child processes (crash and race tests) reach the same gateway.
+        os.environ["GUAHAO_PAY_SANDBOX_URL"] = gateway.url
+        os.environ["GUAHAO_PAY_SANDBOX_KEYS"] = str(keys_path)
+        testing.use_payment_sandbox(gateway)
+        yield gateway

@@ -70,7 +70,6 @@ class Deployment:
                 "GUAHAO_HIS_ADAPTER": (s.HIS_ADAPTER,),
                 "GUAHAO_SMS_CHANNEL": (s.SMS_CHANNEL,),
                 "GUAHAO_REALNAME_VERIFIER": (s.REALNAME_VERIFIER,),
-                "GUAHAO_PAYMENT_PROVIDER(S)": tuple(s.PAYMENT_PROVIDERS),
             },
             sms_url=s.SMS_URL,
             sms_secret=s.SMS_SECRET,
@@ -94,14 +93,11 @@ def registries() -> list[Registry]:
     from guahao.patients.realname import VERIFIERS
     from guahao.patients.sms import CHANNELS
     from guahao.patients.sms import DEVELOPMENT_ONLY as sms_dev
-    from guahao.payments.providers import DEVELOPMENT_ONLY as payment_dev
-    from guahao.payments.providers import PROVIDERS
 
     return [
         Registry("GUAHAO_HIS_ADAPTER", his),
         Registry("GUAHAO_SMS_CHANNEL", CHANNELS, sms_dev),
         Registry("GUAHAO_REALNAME_VERIFIER", VERIFIERS, realname_dev),
-        Registry("GUAHAO_PAYMENT_PROVIDER(S)", PROVIDERS, payment_dev),
     ]
 
 

@@ -210,17 +210,11 @@ INDEX_KEY = os.environ.get("GUAHAO_INDEX_KEY", "")
 HIS_ADAPTER = os.environ.get("GUAHAO_HIS_ADAPTER", "local_pool")
 SMS_CHANNEL = os.environ.get("GUAHAO_SMS_CHANNEL", "log")
 REALNAME_VERIFIER = os.environ.get("GUAHAO_REALNAME_VERIFIER", "sandbox")
-# The providers whose notifications are accepted (comma-separated), and the one new payments use
-# (GUAHAO_PAYMENT_PROVIDER, by default the first of the list).
-PAYMENT_PROVIDERS = [
-    p.strip()
-    for p in (os.environ.get("GUAHAO_PAYMENT_PROVIDERS") or os.environ.get("GUAHAO_PAYMENT_PROVIDER") or "sandbox").split(",")
-    if p.strip()
-]
-PAYMENT_PROVIDER = os.environ.get("GUAHAO_PAYMENT_PROVIDER", "").strip() or (PAYMENT_PROVIDERS or [""])[0]
-if PAYMENT_PROVIDER not in PAYMENT_PROVIDERS:
-    PAYMENT_PROVIDERS.append(PAYMENT_PROVIDER)
-SANDBOX_PAY_SECRET = os.environ.get("GUAHAO_SANDBOX_PAY_SECRET", "sandbox-merchant-key")
+# Payments: merchant accounts per hospital live in the database (console: 支付商户号). In development a
+# hospital without one pays through the sandbox gateway at this address (`guahao run` starts it),
+# whose merchant keys are generated into this file on first use. Production never uses either.
+PAY_SANDBOX_URL = os.environ.get("GUAHAO_PAY_SANDBOX_URL", "http://127.0.0.1:9200").rstrip("/")
+PAY_SANDBOX_KEYS = Path(os.environ.get("GUAHAO_PAY_SANDBOX_KEYS") or VAR_DIR / "pay-sandbox-keys.json")
 # The `http` SMS channel and real-name verifier: signed JSON POSTs (guahao/signed_post.py).
 SMS_URL = os.environ.get("GUAHAO_SMS_URL", "")
 SMS_SECRET = os.environ.get("GUAHAO_SMS_SECRET", "")

@@ -201,7 +201,7 @@ def api_client(account: Account | None = None) -> ApiClient:
     return ApiClient(token=token_for(account) if account else None)
 
 
-# --- concurrency and the sandbox provider ----------------------------------------------------------
+# --- concurrency and the payment sandbox ------------------------------------------------------------
 
 
 def run_concurrently(calls: list, *, timeout: float = 120) -> list[tuple[bool, Any]]:
@@ -231,19 +231,97 @@ def run_concurrently(calls: list, *, timeout: float = 120) -> list[tuple[bool, A
     return results
 
 
-def client_send(url: str, headers: dict[str, str], body: bytes) -> int:
-    """Deliver a provider notification to our callback in-process, as the provider's HTTP POST would."""
+_payment_sandbox = None
+
+
+def use_payment_sandbox(gateway) -> None:
+    """Called once by the root conftest with the sandbox gateway it serves."""
+    global _payment_sandbox
+    _payment_sandbox = gateway
+
+
+def payment_sandbox():
+    """The sandbox gateway of this test run (guahao.payments.sandbox.SandboxGateway)."""
+    assert _payment_sandbox is not None, "the root conftest starts the payment sandbox"
+    return _payment_sandbox
+
+
+def pay_at_provider(out_trade_no: str, *, succeed: bool = True):
+    """The patient confirms (or cancels) on the provider's cashier. The trade must exist there: a
+    WeChat order does once created; an Alipay one once its pay URL was opened (open_pay_page)."""
+    return payment_sandbox().pay(out_trade_no, succeed=succeed)
+
+
+def open_pay_page(pay_url: str) -> int:
+    """The patient's browser opens the provider's pay page (for Alipay this creates the trade)."""
+    import urllib.request
+
+    with urllib.request.urlopen(pay_url, timeout=5) as response:  # noqa: S310 (loopback sandbox)
+        return response.status
+
+
+def pay_on_cashier(pay_url: str, *, action: str = "pay") -> tuple[int, str]:
+    """The patient opens the provider's pay page and presses 确认支付 (action "pay") or 取消支付
+    ("cancel"), over HTTP as the browser would. Returns (status, where it sends the browser)."""
+    import html
+    import re
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    with urllib.request.urlopen(pay_url, timeout=5) as response:  # noqa: S310 (loopback sandbox)
+        page = response.read().decode("utf-8")
+    form = re.search(r'<form method="post" action="([^"]*)"', page)
+    assert form is not None, page
+    target = urllib.parse.urljoin(pay_url, html.unescape(form.group(1)))
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    data = urllib.parse.urlencode({"action": action}).encode()
+    try:
+        with opener.open(urllib.request.Request(target, data=data, method="POST"), timeout=5) as answer:
+            return answer.status, answer.headers.get("Location", "")
+    except urllib.error.HTTPError as error:  # 303 lands here without a redirect handler
+        return error.code, error.headers.get("Location", "")
+
+
+def client_send(url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    """Deliver a provider notification to our callback in-process, as the provider's HTTP POST would
+    (WeChat's JSON, Alipay's form); returns the status and body of our reply."""
     from urllib.parse import urlsplit
 
-    response = Client().post(urlsplit(url).path, body, content_type="application/json", headers=headers)
-    return response.status_code
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "application/json")
+    others = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+    response = Client().post(urlsplit(url).path, body, content_type=content_type, headers=others)
+    return response.status_code, response.content
+
+
+def deliver_notifications() -> int:
+    """The sandbox sends every notification that is due, to our callback. Returns how many."""
+    total = 0
+    while (sent := payment_sandbox().deliver_due(send=client_send)) > 0:
+        total += sent
+    return total
 
 
 def run_worker() -> int:
-    """One worker pass with sandbox notifications delivered in-process. Returns work done."""
+    """The provider's due notifications, then worker passes until there is nothing left to do.
+    Returns work done."""
     from guahao.worker import run_once
 
     total = 0
-    while (done := run_once(worker_id="test", send=client_send)) > 0:
+    while (done := deliver_notifications() + run_once(worker_id="test")) > 0:
         total += done
     return total
+
+
+def wrap_provider(monkeypatch, wrap) -> None:
+    """Every provider call of the payment services goes through `wrap(real adapter)`: a test's way
+    to make the provider refuse, stay silent or lie (payments.providers.faulty.FaultyProvider)."""
+    from guahao.payments import providers, services
+
+    monkeypatch.setattr(services, "for_merchant", lambda merchant: wrap(providers.for_merchant(merchant)))
+    monkeypatch.setattr(services, "for_payment", lambda payment: wrap(providers.for_payment(payment)))

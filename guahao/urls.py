@@ -1,10 +1,8 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
 from guahao.api import api, unknown_api_path
 from guahao.health import healthz
-from guahao.payments.views import sandbox_pay_page
 
 admin.site.site_header = "挂号管理后台"
 admin.site.site_title = "挂号管理后台"
@@ -17,10 +15,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("captcha/", include("captcha.urls")),
 ]
-
-# The sandbox cashier stands for a provider's own site: mounted only while the sandbox is configured.
-if "sandbox" in settings.PAYMENT_PROVIDERS:
-    urlpatterns.append(path("sandbox/pay/<str:out_trade_no>", sandbox_pay_page, name="sandbox-pay"))
 
 # The patient H5 pages (home at /): last, so they never shadow the routes above.
 urlpatterns.append(path("", include("guahao.web.urls")))

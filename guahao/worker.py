@@ -1,5 +1,5 @@
-"""The background worker: drains the outbox, runs the idempotent sweeps, and (in development) lets
-the sandbox payment provider deliver its notifications. Every handler may run twice safely."""
+"""The background worker: drains the outbox and runs the idempotent sweeps. Every handler may run
+twice safely."""
 
 from __future__ import annotations
 
@@ -21,12 +21,9 @@ from guahao.notifications import services as outbox
 from guahao.notifications.selectors import channel
 from guahao.patients import services as patients
 from guahao.payments import services as payments
-from guahao.payments.providers import sandbox
 from guahao.payments.providers.base import ProviderError
 
 log = logging.getLogger("guahao.worker")
-
-Sender = Callable[[str, dict[str, str], bytes], int]
 
 # The HIS or a provider did not answer, or the database refused for now: the job is simply tried
 # again later, so this is a warning, not an error with a traceback.
@@ -112,11 +109,9 @@ def run_sweeps(*, worker_id: str) -> int:
     return work
 
 
-def run_once(*, worker_id: str = "worker", send: Sender | None = None) -> int:
-    """One pass: sandbox deliveries, outbox, sweeps. Returns how much work was done."""
-    work = 0
-    work += sandbox.deliver_due_notifications(send=send or sandbox.http_send)
-    work += drain_outbox(worker_id=worker_id)
+def run_once(*, worker_id: str = "worker") -> int:
+    """One pass: outbox, sweeps. Returns how much work was done."""
+    work = drain_outbox(worker_id=worker_id)
     work += run_sweeps(worker_id=worker_id)
     return work
 

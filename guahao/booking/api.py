@@ -85,8 +85,9 @@ class PayOut(Schema):
     payment_id: int
     out_trade_no: str
     amount_fen: int
+    # The provider's page to open (WeChat H5 pay, Alipay mobile web pay); for WeChat JSAPI inside
+    # WeChat, `params` are getBrandWCPayRequest's signed parameters instead.
     pay_url: str
-    sandbox_pay_url: str | None
     params: dict
     expires_at: dt.datetime
 
@@ -255,7 +256,6 @@ def pay_hold(request: HttpRequest, hold_id: int):
         "out_trade_no": payment.out_trade_no,
         "amount_fen": payment.amount_fen,
         "pay_url": params.pay_url,
-        "sandbox_pay_url": params.pay_url if payment.provider == "sandbox" else None,
         "params": params.params,
         "expires_at": clock.local(hold.expires_at),
     }

@@ -33,6 +33,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "auth.group": _VIEW,
         "console.staffprofile": ("view", "add", "change"),
         "his.hisconnection": ("view", "add", "change"),
+        "payments.merchantaccount": ("view", "add", "change"),
     },
     SECURITY_ADMIN: {
         "policies.restriction": ("view", "add", "lift_restriction"),
@@ -65,6 +66,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "payments.refund": ("view", "handle_failed_refund"),
         "payments.discrepancy": ("view", "change"),
         "payments.reconciliationrun": _VIEW,
+        "payments.merchantaccount": _VIEW,
         "patients.patient": _VIEW,
     },
 }

@@ -20,19 +20,19 @@ from django.urls import NoReverseMatch, path, reverse
 from guahao import clock
 from guahao.booking.services import staff
 from guahao.console.display import yuan
-from guahao.console.modeladmin import ReadOnlyConsoleAdmin
+from guahao.console.modeladmin import ConsoleModelAdmin, ReadOnlyConsoleAdmin
 from guahao.console.models import AuditEntry
 from guahao.console.selectors import hospital_ids_of
 from guahao.console.services import record_audit
 from guahao.errors import GuahaoError
 from guahao.payments import services
 from guahao.payments.channels import PaymentChannel
-from guahao.payments.models import Discrepancy, Payment, ReconciliationRun, Refund
+from guahao.payments.models import Discrepancy, MerchantAccount, Payment, ReconciliationRun, Refund
 from guahao.payments.reconciliation import services as reconciliation
 
 LEDGER_PERMISSION = "payments.view_ledger_findings"
 
-PROVIDER_LABELS = {"sandbox": "沙箱（测试）", "wechat": "微信支付", "alipay": "支付宝", "unionpay": "银联"}
+PROVIDER_LABELS = {"wechatpay": "微信支付", "alipay": "支付宝", "wechat": "微信支付", "unionpay": "银联"}
 
 
 def _local(moment) -> str:
@@ -484,7 +484,14 @@ def _yuan_or_dash(fen: int | None) -> str:
 
 
 def _source_label(source: str) -> str:
-    return "HIS 挂号清单" if source.startswith("his-") else PROVIDER_LABELS.get(source, source)
+    """"wechatpay:3" → 微信支付（商户 3）; "alipay:sandbox" → 支付宝（沙箱）; "his-2" → HIS 挂号清单."""
+    if source.startswith("his-"):
+        return "HIS 挂号清单"
+    provider, _, merchant_key = source.partition(":")
+    label = PROVIDER_LABELS.get(provider, provider)
+    if not merchant_key:
+        return label
+    return f"{label}（沙箱）" if merchant_key == "sandbox" else f"{label}（商户 {merchant_key}）"
 
 
 class ResolvedFilter(admin.SimpleListFilter):
@@ -648,3 +655,117 @@ class ReconciliationRunAdmin(ReadOnlyConsoleAdmin):
     @admin.display(description="结束时间", ordering="finished_at")
     def finished(self, obj: ReconciliationRun) -> str:
         return _local(obj.finished_at)
+
+
+# --- merchant accounts (支付商户号) -----------------------------------------------------------------
+
+SECRET_MASK = "******"  # what the audit log shows of a new key
+
+
+class MerchantAccountForm(forms.ModelForm):
+    """Keys are typed, never shown back: an empty field keeps the stored one. Each is parsed before
+    it is saved, so a pasted half key is refused here, not at the first patient's payment."""
+
+    new_private_key = forms.CharField(
+        label="商户私钥",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
+        help_text="PEM 格式（-----BEGIN PRIVATE KEY-----）；保存后不再显示，留空则不修改",
+    )
+    new_api_v3_key = forms.CharField(
+        label="APIv3 密钥",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="仅微信支付：32 个字符；保存后不再显示，留空则不修改",
+    )
+
+    class Meta:
+        model = MerchantAccount
+        fields = (
+            "hospital",
+            "provider",
+            "enabled",
+            "app_id",
+            "mch_id",
+            "serial_no",
+            "provider_public_key",
+            "provider_public_key_id",
+            "gateway_url",
+        )
+
+    def clean(self) -> dict:
+        from guahao.payments.merchants import MerchantKeyError, check_keys
+
+        cleaned = super().clean()
+        if cleaned.get("new_private_key"):
+            self.instance.private_key = cleaned["new_private_key"].strip()
+        if cleaned.get("new_api_v3_key"):
+            self.instance.api_v3_key = cleaned["new_api_v3_key"]
+        for name in ("provider", "app_id", "mch_id", "serial_no", "provider_public_key", "provider_public_key_id", "gateway_url"):
+            if name in cleaned:
+                setattr(self.instance, name, cleaned[name])
+        try:
+            check_keys(self.instance)
+        except MerchantKeyError as exc:
+            raise forms.ValidationError({exc.field: exc.message}) from exc
+        return cleaned
+
+
+@admin.register(MerchantAccount)
+class MerchantAccountAdmin(ConsoleModelAdmin):
+    form = MerchantAccountForm
+    hospital_field = "hospital"
+    list_display = ("hospital_label", "provider", "mch_id", "app_id", "enabled", "keys_state", "gateway_label", "updated_at")
+    list_filter = ("provider", "enabled")
+    list_select_related = ("hospital",)
+    actions = ("test_merchant",)
+    fieldsets = (
+        (None, {"fields": ("hospital", "provider", "enabled")}),
+        ("商户信息", {"fields": ("app_id", "mch_id", "serial_no", "provider_public_key_id")}),
+        ("密钥", {"fields": ("new_private_key", "new_api_v3_key", "provider_public_key", "keys_state")}),
+        ("联调", {"fields": ("gateway_url",)}),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: MerchantAccount | None = None) -> tuple[str, ...]:
+        # An account that took money stays with its hospital and provider: refunds go through it.
+        return ("hospital", "provider", "keys_state") if obj is not None else ("keys_state",)
+
+    @admin.display(description="医院", ordering="hospital__name")
+    def hospital_label(self, obj: MerchantAccount) -> str:
+        return str(obj.hospital) if obj.hospital_id else "平台统一收款"
+
+    @admin.display(description="密钥")
+    def keys_state(self, obj: MerchantAccount | None) -> str:
+        if obj is None or not obj.private_key:
+            return "未设置"
+        if obj.provider == MerchantAccount.Provider.WECHATPAY and not obj.api_v3_key:
+            return "缺少 APIv3 密钥"
+        return "已设置"
+
+    @admin.display(description="网关")
+    def gateway_label(self, obj: MerchantAccount) -> str:
+        return obj.gateway_url or "正式环境"
+
+    def save_model(self, request: HttpRequest, obj: MerchantAccount, form: MerchantAccountForm, change: bool) -> None:
+        # The audit row records the form's fields before and after: new keys show as a mask.
+        for name in ("new_private_key", "new_api_v3_key"):
+            if form.cleaned_data.get(name):
+                form.cleaned_data[name] = SECRET_MASK
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="测试商户号（查询一笔不存在的订单，验证签名与应答）", permissions=["change"])
+    def test_merchant(self, request: HttpRequest, queryset: QuerySet[MerchantAccount]) -> None:
+        from guahao.payments.merchants import check_merchant
+
+        for account in queryset.select_related("hospital"):
+            ok, outcome = check_merchant(account)
+            record_audit(
+                request=request,
+                action=AuditEntry.Action.OTHER,
+                obj=account,
+                hospital=account.hospital,
+                result=AuditEntry.Result.SUCCESS if ok else AuditEntry.Result.FAILURE,
+                detail=f"测试支付商户号：{outcome}",
+            )
+            self.message_user(request, f"{account}：{outcome}", level=messages.SUCCESS if ok else messages.ERROR)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from django.http import HttpRequest
-from ninja import Router, Schema, Status
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
 
-from guahao.errors import NotFound
 from guahao.payments import services
+from guahao.payments.providers import NoMerchant, for_merchant, merchant_by_key
 from guahao.payments.providers.base import BadNotification
 
 log = logging.getLogger("guahao.payments.api")
@@ -16,32 +16,40 @@ log = logging.getLogger("guahao.payments.api")
 router = Router(tags=["支付"])
 
 
-class NotifyAnswer(Schema):
-    code: str
-    message: str
-
-
 @router.post(
-    "/notify/{provider_name}",
+    "/notify/{provider_name}/{merchant_key}",
     auth=None,
-    response={200: NotifyAnswer, 401: NotifyAnswer, 404: NotifyAnswer},
-    summary="支付机构异步通知（支付成功、退款成功）",
+    response={200: str, 400: str, 401: str, 404: str},
+    summary="支付机构异步通知（支付成功、退款结果）",
+    openapi_extra={"requestBody": {"content": {"application/json": {}, "application/x-www-form-urlencoded": {}}}},
 )
-def notify(request: HttpRequest, provider_name: str) -> Status:
-    """Called by the payment provider, not by patients: the signature is the authentication. Any
-    answer but 2xx makes the provider send it again, so duplicates are answered 200 too."""
+def notify(request: HttpRequest, provider_name: str, merchant_key: str) -> HttpResponse:
+    """Called by the payment provider, not by patients: the signature is the authentication. The
+    reply is in the provider's own form (WeChat reads the status, Alipay the body "success"); any
+    other reply makes it send again, so duplicates are answered as received too."""
+    try:
+        merchant = merchant_by_key(provider_name, merchant_key)
+    except NoMerchant:
+        return HttpResponse("unknown merchant", status=404, content_type="text/plain")
+    gateway = for_merchant(merchant)
     try:
         recorded = services.record_notification(
-            provider_name=provider_name, headers=dict(request.headers), body=request.body
+            provider_name=provider_name, merchant_key=merchant_key, headers=dict(request.headers), body=request.body
         )
-    except services.UnknownProvider as exc:
-        raise NotFound("未知的支付机构", code="unknown_provider") from exc
     except BadNotification as exc:
-        log.warning("payment notification rejected", extra={"provider": provider_name, "reason": str(exc)})
-        return Status(401, {"code": "bad_signature", "message": "通知验签失败"})
+        log.warning(
+            "payment notification rejected",
+            extra={"provider": provider_name, "merchant_key": merchant_key, "reason": str(exc)},
+        )
+        return _reply(gateway.notification_reply(ok=False))
     if recorded.newly_settled:
         _finish_inline(recorded)
-    return Status(200, {"code": "SUCCESS", "message": "成功"})
+    return _reply(gateway.notification_reply(ok=True))
+
+
+def _reply(answer: tuple[int, str, bytes]) -> HttpResponse:
+    status, content_type, body = answer
+    return HttpResponse(body, status=status, content_type=content_type)
 
 
 def _finish_inline(recorded: services.RecordedNotification) -> None:

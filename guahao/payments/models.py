@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from guahao.fields import EncryptedTextField
+
 
 class Payment(models.Model):
     """One payment order at a provider for one hold. Amounts in fen."""
@@ -14,6 +16,9 @@ class Payment(models.Model):
     hold = models.ForeignKey("booking.Hold", on_delete=models.PROTECT, related_name="payments", verbose_name="锁号")
     account = models.ForeignKey("patients.Account", on_delete=models.PROTECT, related_name="payments", verbose_name="账号")
     provider = models.CharField("支付机构", max_length=20)
+    # Which merchant account took the money (a MerchantAccount id, or "sandbox" in development):
+    # queries and refunds of this order go through the same one, whatever the console says later.
+    merchant_key = models.CharField("收款商户", max_length=20, default="sandbox")
     channel = models.CharField("支付渠道", max_length=10)
     insurance = models.BooleanField("医保支付", default=False)
     out_trade_no = models.CharField("商户订单号", max_length=40, unique=True)
@@ -83,73 +88,53 @@ class Refund(models.Model):
         return self.refund_no
 
 
-class SandboxTrade(models.Model):
-    """The sandbox provider's own ledger: what a real provider keeps on its side. Our code reads it
-    only through the provider's protocol (query, notifications), never directly."""
+class MerchantAccount(models.Model):
+    """A hospital's merchant account at a payment provider (WeChat Pay or Alipay), entered in the
+    console. Secrets are encrypted at rest (SM4, as patients' data) and never shown back. A row
+    without a hospital is the platform's account, used by hospitals that have none of their own."""
 
-    class State(models.TextChoices):
-        NOTPAY = "NOTPAY", "未支付"
-        SUCCESS = "SUCCESS", "支付成功"
-        CLOSED = "CLOSED", "已关闭"
+    class Provider(models.TextChoices):
+        WECHATPAY = "wechatpay", "微信支付"
+        ALIPAY = "alipay", "支付宝"
 
-    out_trade_no = models.CharField(max_length=40, unique=True)
-    transaction_id = models.CharField(max_length=64, unique=True)
-    amount_fen = models.PositiveIntegerField()
-    description = models.CharField(max_length=128)
-    notify_url = models.CharField(max_length=300)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.NOTPAY)
-    created_at = models.DateTimeField()
-    # time_expire: an unpaid order closes by itself at this moment.
-    expires_at = models.DateTimeField(null=True, blank=True)
-    paid_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return self.out_trade_no
-
-
-class SandboxRefund(models.Model):
-    class State(models.TextChoices):
-        PROCESSING = "PROCESSING", "处理中"
-        SUCCESS = "SUCCESS", "退款成功"
-
-    trade = models.ForeignKey(SandboxTrade, on_delete=models.CASCADE, related_name="refunds")
-    out_refund_no = models.CharField(max_length=48, unique=True)
-    refund_id = models.CharField(max_length=64, unique=True)
-    amount_fen = models.PositiveIntegerField()
-    state = models.CharField(max_length=12, choices=State.choices, default=State.PROCESSING)
-    created_at = models.DateTimeField()
-    succeeded_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return self.out_refund_no
-
-
-class SandboxNotification(models.Model):
-    """A notification the sandbox owes our callback; retried on a provider-like schedule until a 2xx.
-
-    The body (and its event id) is fixed when queued; every attempt is signed afresh, as WeChat Pay
-    re-sends the same event with a new timestamp and nonce."""
-
-    kind = models.CharField(max_length=20)  # TRANSACTION.SUCCESS / REFUND.SUCCESS
-    url = models.CharField(max_length=300)
-    body = models.TextField()
-    next_attempt_at = models.DateTimeField()
-    attempts = models.PositiveSmallIntegerField(default=0)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    trade = models.ForeignKey(
-        SandboxTrade, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    hospital = models.ForeignKey(
+        "catalog.Hospital",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="merchant_accounts",
+        verbose_name="医院",
+        help_text="留空表示平台统一收款账户（未单独配置的医院使用）",
     )
-    refund = models.ForeignKey(
-        SandboxRefund, on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    provider = models.CharField("支付机构", max_length=20, choices=Provider.choices)
+    enabled = models.BooleanField("启用", default=True, help_text="停用后新订单不再走该账户，已付款订单的查询与退款照常进行")
+    app_id = models.CharField("AppID", max_length=64, help_text="微信：公众号或小程序 AppID；支付宝：开放平台应用 APPID")
+    mch_id = models.CharField("商户号", max_length=64, help_text="微信：商户号 mchid；支付宝：卖家支付宝用户号（2088 开头）")
+    serial_no = models.CharField("商户证书序列号", max_length=64, blank=True, help_text="仅微信支付：商户 API 证书序列号")
+    private_key = EncryptedTextField("商户私钥", help_text="PEM 格式；微信为 apiclient_key.pem，支付宝为应用私钥")
+    provider_public_key = models.TextField(
+        "支付机构公钥", help_text="PEM 格式；微信为微信支付公钥，支付宝为支付宝公钥，用于验证应答与通知的签名"
     )
-    last_status = models.PositiveSmallIntegerField(null=True, blank=True)  # HTTP status; null = no answer
-    given_up_at = models.DateTimeField(null=True, blank=True)
+    provider_public_key_id = models.CharField(
+        "微信支付公钥 ID", max_length=64, blank=True, help_text="仅微信支付：PUB_KEY_ID_ 开头，与通知头 Wechatpay-Serial 对应"
+    )
+    api_v3_key = EncryptedTextField("APIv3 密钥", blank=True, help_text="仅微信支付：32 位，用于解密通知内容")
+    gateway_url = models.URLField(
+        "网关地址", max_length=300, blank=True, help_text="留空使用支付机构正式网关；仅开发与联调时填写沙箱地址"
+    )
+    updated_at = models.DateTimeField("更新时间", auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["delivered_at", "given_up_at", "next_attempt_at"])]
+        verbose_name = verbose_name_plural = "支付商户号"
+        constraints = [
+            models.UniqueConstraint(fields=["hospital", "provider"], name="one_merchant_per_hospital_provider"),
+            models.UniqueConstraint(
+                fields=["provider"], condition=models.Q(hospital=None), name="one_platform_merchant_per_provider"
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.kind} #{self.pk}"
+        return f"{self.get_provider_display()} {self.mch_id}"
 
 
 class SeenNonce(models.Model):

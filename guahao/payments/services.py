@@ -22,9 +22,16 @@ from guahao.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
 from guahao.notifications.services import emit
 from guahao.payments import selectors
 from guahao.payments.models import Payment, Refund
-from guahao.payments.providers import UnknownProvider, accepts_notifications_from, provider
+from guahao.payments.providers import (
+    NoMerchant,
+    for_merchant,
+    for_payment,
+    merchant_by_key,
+    merchant_for,
+)
 from guahao.payments.providers.base import (
     BadNotification,
+    MismatchedNotification,
     Notification,
     OrderRequest,
     PayParams,
@@ -38,14 +45,13 @@ if TYPE_CHECKING:
     from guahao.booking.models import Hold
 
 __all__ = [
+    "NoMerchant",
     "RecordedNotification",
-    "UnknownProvider",
     "close_open_orders",
     "close_payment",
     "mark_refund_manual",
     "poll_open_payments",
     "poll_processing_refunds",
-    "provider",
     "record_notification",
     "refresh_payment",
     "request_refund",
@@ -96,16 +102,22 @@ def start_payment(*, hold: Hold) -> tuple[Payment, PayParams]:
         raise InvalidInput("本次挂号无需支付", code="nothing_to_pay")
     if not hold.channel:
         raise InvalidInput("请先选择支付方式", code="channel_required")
+    try:
+        merchant = merchant_for(hospital_id=hold.session.hospital_id, channel=hold.channel)
+    except NoMerchant as exc:
+        log.warning("no merchant account for a channel", extra={"hold_id": hold.id, "error": str(exc)})
+        raise Conflict("该支付方式暂不可用，请选择其他支付方式", code="channel_unavailable") from exc
     close_open_orders(hold_id=hold.id)
 
-    gateway = provider()
+    gateway = for_merchant(merchant)
     now = clock.now()
     try:
         with transaction.atomic():
             payment = Payment.objects.create(
                 hold=hold,
                 account_id=hold.account_id,
-                provider=gateway.name,
+                provider=merchant.provider,
+                merchant_key=merchant.key,
                 channel=hold.channel,
                 insurance=hold.insurance,
                 out_trade_no=_new_out_trade_no(),
@@ -123,8 +135,9 @@ def start_payment(*, hold: Hold) -> tuple[Payment, PayParams]:
         amount_fen=payment.amount_fen,
         description=_description(hold),
         channel=payment.channel,
-        notify_url=f"{settings.PUBLIC_URL}/api/v1/payments/notify/{gateway.name}",
+        notify_url=merchant.notify_url,
         expires_at=payment.expires_at,
+        return_url=_return_url(hold),
     )
     try:
         params = gateway.create_order(order)
@@ -221,7 +234,7 @@ def refresh_payment(*, payment_id: int) -> bool:
     if payment.state == Payment.State.PAID:
         return False
     try:
-        status = provider(payment.provider).query_order(payment.out_trade_no)
+        status = for_payment(payment).query_order(payment.out_trade_no)
     except (ProviderTimeout, ProviderRefused) as exc:
         raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
     if status.state == "CLOSED":
@@ -231,28 +244,42 @@ def refresh_payment(*, payment_id: int) -> bool:
     return _settle_from_query(payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id)
 
 
-def record_notification(*, provider_name: str, headers: dict[str, str], body: bytes) -> RecordedNotification:
-    """Verify a provider's notification and record what it says, in one transaction: a paid trade
-    moves its payment to PAID and writes "payment.paid"; a finished refund moves the refund to
-    SUCCEEDED, adds to the payment's refunded amount and writes "refund.succeeded". Repeated and
-    concurrent deliveries change state once. Raises BadNotification (bad signature, stale, replayed,
-    unknown order, amount mismatch) and UnknownProvider (also for a provider that exists but is not
-    configured). Nothing is written before the signature checks out."""
-    if not accepts_notifications_from(provider_name):
-        raise UnknownProvider(f"payment provider {provider_name!r} is not configured")
-    gateway = provider(provider_name)
-    with transaction.atomic():
-        note = gateway.parse_notification(headers=headers, body=body)
-        if note.kind == "trade":
-            recorded = _record_trade_paid(provider_name=provider_name, note=note)
-        elif note.kind == "refund":
-            recorded = _record_refund_succeeded(provider_name=provider_name, note=note)
-        else:
-            raise BadNotification(f"unknown notification kind {note.kind!r}")
+def record_notification(*, provider_name: str, merchant_key: str, headers: dict[str, str], body: bytes) -> RecordedNotification:
+    """Verify a provider's notification to one merchant and record what it says, in one transaction:
+    a paid trade moves its payment to PAID and writes "payment.paid"; a finished refund moves the
+    refund to SUCCEEDED, adds to the payment's refunded amount and writes "refund.succeeded".
+    Repeated and concurrent deliveries change state once. Raises NoMerchant (no such merchant, or
+    the sandbox outside development), BadNotification (bad signature, stale, replayed, unknown
+    order) and MismatchedNotification (signed, but another app, merchant or amount: nothing is paid
+    and a "payment.alert" event is raised). Nothing is written before the signature checks out."""
+    gateway = for_merchant(merchant_by_key(provider_name, merchant_key))
+    try:
+        with transaction.atomic():
+            note = gateway.parse_notification(headers=headers, body=body)
+            if note.kind == "trade":
+                recorded = _record_trade_paid(provider_name=provider_name, merchant_key=merchant_key, note=note)
+            elif note.kind == "refund":
+                recorded = _record_refund_news(provider_name=provider_name, note=note)
+            else:
+                recorded = RecordedNotification(kind="ignored", payment_id=0, refund_id=None, newly_settled=False)
+    except MismatchedNotification as exc:
+        _raise_alert(provider_name=provider_name, merchant_key=merchant_key, reason=str(exc))
+        raise
     # Outside the recording transaction, so concurrent notifications do not hold each other's row
     # locks, and only for a verified one, so unsigned junk cannot make us write.
     prune_seen_nonces()
     return recorded
+
+
+def _raise_alert(*, provider_name: str, merchant_key: str, reason: str) -> None:
+    """A notification signed by the provider that does not match our order or merchant: money may
+    be somewhere we do not expect. Logged as an error and kept as an event for the operators."""
+    log.error(
+        "payment notification does not match; not paid, an operator must check it",
+        extra={"provider": provider_name, "merchant_key": merchant_key, "reason": reason},
+    )
+    with transaction.atomic():
+        emit("payment.alert", provider=provider_name, merchant_key=merchant_key, reason=reason[:200])
 
 
 def request_refund(*, payment: Payment, amount_fen: int, reason: str, refund_no: str) -> Refund:
@@ -299,7 +326,7 @@ def submit_refund(*, refund_id: int) -> None:
         return
     payment = refund.payment
     try:
-        answer = provider(payment.provider).refund(
+        answer = for_payment(payment).refund(
             out_trade_no=payment.out_trade_no,
             out_refund_no=refund.refund_no,
             amount_fen=refund.amount_fen,
@@ -313,6 +340,12 @@ def submit_refund(*, refund_id: int) -> None:
         _fail_refund(refund, error=str(exc))
         return
     log.info("refund submitted", extra={"refund_id": refund.id, "provider_state": answer.state})
+    if answer.state == "SUCCESS" and answer.amount_fen == refund.amount_fen:
+        # Alipay refunds synchronously: settled now, as its notification would.
+        with transaction.atomic():
+            _settle_refund(refund_id=refund.id)
+    elif answer.state == "ABNORMAL":
+        _fail_refund(refund, error="ABNORMAL: the bank rejected the refund")
 
 
 def poll_processing_refunds(*, limit: int = 100) -> int:
@@ -328,7 +361,9 @@ def poll_processing_refunds(*, limit: int = 100) -> int:
     )
     for refund in due:
         try:
-            status = provider(refund.payment.provider).query_refund(refund.refund_no)
+            status = for_payment(refund.payment).query_refund(
+                refund.refund_no, out_trade_no=refund.payment.out_trade_no
+            )
         except ProviderRefused:
             status = None  # never arrived: send it again below
         except ProviderTimeout:
@@ -425,7 +460,7 @@ def confirm_not_refunded_at_provider(*, refund_no: str) -> None:
     if refund is None or refund.state != Refund.State.FAILED:
         return  # mark_refund_manual refuses it with the right message
     try:
-        status = provider(refund.payment.provider).query_refund(refund.refund_no)
+        status = for_payment(refund.payment).query_refund(refund.refund_no, out_trade_no=refund.payment.out_trade_no)
     except ProviderRefused:
         return  # the provider never had it
     except ProviderTimeout as exc:
@@ -454,26 +489,34 @@ def _fail_refund(refund: Refund, *, error: str) -> None:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _record_trade_paid(*, provider_name: str, note: Notification) -> RecordedNotification:
-    payment = Payment.objects.filter(out_trade_no=note.out_trade_no, provider=provider_name).first()
+def _record_trade_paid(*, provider_name: str, merchant_key: str, note: Notification) -> RecordedNotification:
+    payment = Payment.objects.filter(
+        out_trade_no=note.out_trade_no, provider=provider_name, merchant_key=merchant_key
+    ).first()
     if payment is None:
         raise BadNotification("unknown out_trade_no")
     if note.amount_fen != payment.amount_fen:
-        log.error(
-            "paid amount differs from the order; an operator must check it",
-            extra={"payment_id": payment.id, "expected_fen": payment.amount_fen, "notified_fen": note.amount_fen},
+        raise MismatchedNotification(
+            f"order {payment.out_trade_no}: paid {note.amount_fen} fen, the order is {payment.amount_fen} fen"
         )
-        raise BadNotification("amount does not match the order")
     newly = _mark_paid(payment_id=payment.id, transaction_id=note.transaction_id)
     return RecordedNotification(kind="trade", payment_id=payment.id, refund_id=None, newly_settled=newly)
 
 
-def _record_refund_succeeded(*, provider_name: str, note: Notification) -> RecordedNotification:
+def _record_refund_news(*, provider_name: str, note: Notification) -> RecordedNotification:
     refund = Refund.objects.select_related("payment").filter(refund_no=note.out_refund_no).first()
     if refund is None or refund.payment.out_trade_no != note.out_trade_no or refund.payment.provider != provider_name:
         raise BadNotification("unknown out_refund_no")
-    if note.amount_fen != refund.amount_fen:
-        raise BadNotification("refund amount does not match")
+    payment = refund.payment
+    if note.cumulative:  # Alipay: the trade's refunded total, which includes this refund
+        fits = refund.amount_fen <= note.amount_fen <= payment.amount_fen
+    else:
+        fits = note.amount_fen == refund.amount_fen
+    if not fits:
+        raise MismatchedNotification(f"refund {refund.refund_no}: {note.amount_fen} fen notified, {refund.amount_fen} asked")
+    if note.state != "SUCCESS":
+        _fail_refund(refund, error=f"{note.state}: the provider could not pay the refund out")
+        return RecordedNotification(kind="refund", payment_id=payment.id, refund_id=refund.id, newly_settled=False)
     newly = _settle_refund(refund_id=refund.id)
     return RecordedNotification(
         kind="refund", payment_id=refund.payment_id, refund_id=refund.id, newly_settled=bool(newly)
@@ -530,7 +573,7 @@ def _close_or_settle(payment: Payment) -> bool:
     """Close an open order at its provider and mark it CLOSED; True when it is closed (or at least
     not known to be paid). When the provider refuses because the order is paid, settle it from the
     provider's answer and return False. Raises UpstreamUnavailable when the provider does not answer."""
-    gateway = provider(payment.provider)
+    gateway = for_payment(payment)
     try:
         gateway.close_order(payment.out_trade_no)
     except ProviderTimeout as exc:
@@ -571,6 +614,11 @@ def _settle_from_query(payment: Payment, *, amount_fen: int, transaction_id: str
 def _new_out_trade_no() -> str:
     """GH + local yymmddHHMMSS + 8 random digits: 22 characters, new for every order."""
     return "GH" + clock.local_now().strftime("%y%m%d%H%M%S") + f"{secrets.randbelow(10**8):08d}"
+
+
+def _return_url(hold: Hold) -> str:
+    """The patient's result page, where the provider's cashier sends the browser back."""
+    return f"{settings.PUBLIC_URL}/holds/{hold.id}/result"
 
 
 def _description(hold: Hold) -> str:

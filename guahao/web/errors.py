@@ -14,8 +14,8 @@ from guahao.errors import GuahaoError, NotFound
 
 log = logging.getLogger(__name__)
 
-# Paths that answer in their own way (JSON, the admin's pages, the provider's cashier).
-_NOT_WEB = ("/api/", "/admin/", "/captcha/", "/sandbox/", "/static/", "/healthz")
+# Paths that answer in their own way (JSON, the admin's pages).
+_NOT_WEB = ("/api/", "/admin/", "/captcha/", "/static/", "/healthz")
 
 
 def _service_phone(request: HttpRequest) -> str:

@@ -5,7 +5,7 @@ pay, cancel), the outcome, and 我的挂号. Parse, authorise, call the booking 
 from __future__ import annotations
 
 import datetime as dt
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -293,7 +293,7 @@ def hold_page(request: HttpRequest, hold_id: int) -> HttpResponse:
 @account_required
 def pay(request: HttpRequest, hold_id: int) -> HttpResponse:
     """确认并支付: confirm_hold with the chosen patient and channel, then pay_hold, then the
-    provider's cashier (for the sandbox, our own /sandbox/pay page with a way back)."""
+    provider's cashier page, which sends the browser back to the result page."""
     try:
         hold = selectors.get_hold_for_account(account=request.account, hold_id=hold_id)
     except NotFound as exc:
@@ -324,12 +324,6 @@ def pay(request: HttpRequest, hold_id: int) -> HttpResponse:
             hold = selectors.get_hold_for_account(account=request.account, hold_id=hold.id)
             return _hold_page(request, hold, message=exc.message, status=exc.status)
         return _refused(request, exc)
-    back = reverse("web:hold-result", args=[hold.id])
-    if payment.provider == "sandbox":
-        # The sandbox cashier is served by this site: go by path, whatever GUAHAO_PUBLIC_URL says.
-        return HttpResponseRedirect(
-            urlsplit(params.pay_url).path + "?" + urlencode({"return": back})
-        )
     return HttpResponseRedirect(params.pay_url)
 
 

@@ -80,11 +80,11 @@ def paid(world: World, account: Account, patient: Patient, *, seq: int = 1):
     """A hold whose order the patient has paid at the provider, before any notification or worker
     pass: (hold, payment)."""
     from guahao.booking import services
-    from guahao.payments.providers import sandbox
+    from guahao.testing import pay_at_provider
 
     hold = confirmed(world, account, patient, seq=seq)
     payment, _ = services.pay_hold(account=account, hold_id=hold.id)
-    sandbox.pay(payment.out_trade_no)
+    pay_at_provider(payment.out_trade_no)
     return hold, payment
 
 
@@ -109,12 +109,12 @@ def registered(account: Account, patient: Patient, session: Session, *, seq: int
     confirm, pay, the provider's notification and the worker."""
     from guahao.booking import services
     from guahao.booking.models import Registration
-    from guahao.payments.providers import sandbox
+    from guahao.testing import pay_at_provider
     from guahao.testing import run_worker
 
     hold = services.hold_slot(account=account, slot_id=session.slots.get(seq=seq).id)
     services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
     payment, _ = services.pay_hold(account=account, hold_id=hold.id)
-    sandbox.pay(payment.out_trade_no)
+    pay_at_provider(payment.out_trade_no)
     run_worker()
     return Registration.objects.get(hold=hold)

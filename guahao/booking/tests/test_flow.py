@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 
 from guahao.booking.models import Hold
 from guahao.payments.models import Payment, Refund
 from guahao.scheduling.models import Slot
-from guahao.testing import ApiClient, make_id_number, run_worker
+from guahao.testing import ApiClient, make_id_number, pay_on_cashier, run_worker
 
 PHONE = "13912345678"
 
@@ -83,9 +83,10 @@ def test_sign_in_hold_pay_register_cancel_refund(world, caplog):
     assert pay["amount_fen"] == 2500
     assert me.get(f"/api/v1/holds/{hold['id']}").json()["state"] == "paying"
 
-    # The patient pays on the sandbox provider's page; its signed notification reaches us later.
-    paid = ApiClient().post(urlsplit(pay["sandbox_pay_url"]).path, {"result": "success"})
-    assert paid.status_code == 200, paid.content
+    # The patient pays on the provider's cashier (the sandbox's, WeChat H5 pay), which sends the
+    # browser back to the result page; the signed notification reaches us later.
+    status, back = pay_on_cashier(pay["pay_url"])
+    assert status == 303 and back == f"{settings.PUBLIC_URL}/holds/{hold['id']}/result"
     run_worker()
 
     hold = me.get(f"/api/v1/holds/{hold['id']}").json()

@@ -25,6 +25,9 @@ class Command(BaseCommand):
     def handle(self, *args, bind: str, workers: int, his_simulator: str = "", **options):
         python = sys.executable
         children: list[subprocess.Popen] = []
+        sandbox = self._start_payment_sandbox(python)
+        if sandbox is not None:
+            children.append(sandbox)
         if his_simulator:
             children.append(self._start_his_demo(python, his_simulator, bind))
         # No gunicorn access log: query strings may carry search terms; RequestIdMiddleware logs
@@ -58,6 +61,26 @@ class Command(BaseCommand):
         failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
         if failed:
             sys.exit(1)
+
+    def _start_payment_sandbox(self, python: str) -> subprocess.Popen | None:
+        """In development, the payment providers' sandbox gateway (WeChat Pay v3 and Alipay on the
+        wire) at GUAHAO_PAY_SANDBOX_URL: hospitals without a merchant account pay through it."""
+        from urllib.parse import urlsplit
+
+        from django.conf import settings
+
+        from guahao.environment import DEVELOPMENT
+
+        if settings.ENV != DEVELOPMENT or not settings.PAY_SANDBOX_URL:
+            return None
+        address = urlsplit(settings.PAY_SANDBOX_URL)
+        gateway = subprocess.Popen(
+            [python, "-m", "guahao.payments.sandbox", "--host", address.hostname or "127.0.0.1",
+             "--port", str(address.port or 9200), "--keys", str(settings.PAY_SANDBOX_KEYS),
+             "--state", str(settings.VAR_DIR / "pay-sandbox-state.json")],
+        )
+        self.stdout.write(f"支付沙箱（微信支付 v3、支付宝）：{settings.PAY_SANDBOX_URL}")
+        return gateway
 
     def _start_his_demo(self, python: str, address: str, bind: str) -> subprocess.Popen:
         """The HIS simulator as a child process, and the HIS demo hospital synced from it."""

@@ -1,6 +1,7 @@
 """A provider wrapper that fails on demand, for tests of what guahao does when a payment provider
-refuses, does not answer, or acts without its answer arriving. It wraps a real provider (the
-sandbox), so everything that does happen happens in that provider's own ledger.
+refuses, does not answer, or acts without its answer arriving. It wraps a real adapter talking to
+the sandbox gateway, so everything that does happen happens in the gateway's own ledger. (Faults on
+the wire itself — a reply lost on the network — are the gateway's: SandboxGateway.fault.)
 
 Faults are queued per operation: "refuse" (ProviderRefused, nothing done), "timeout"
 (ProviderTimeout, nothing done) and "lost_reply" (done at the provider, then ProviderTimeout).
@@ -8,8 +9,11 @@ Faults are queued per operation: "refuse" (ProviderRefused, nothing done), "time
 
 from __future__ import annotations
 
+import datetime as dt
+
 from guahao.faults import FaultQueue
 from guahao.payments.providers.base import (
+    BillFile,
     Notification,
     OrderRequest,
     PaymentProvider,
@@ -47,8 +51,14 @@ class FaultyProvider(FaultQueue):
             ),
         )
 
-    def query_refund(self, out_refund_no: str) -> RefundStatus:
-        return self.act("query_refund", lambda: self.inner.query_refund(out_refund_no))
+    def query_refund(self, out_refund_no: str, *, out_trade_no: str) -> RefundStatus:
+        return self.act("query_refund", lambda: self.inner.query_refund(out_refund_no, out_trade_no=out_trade_no))
 
     def parse_notification(self, *, headers: dict[str, str], body: bytes) -> Notification:
         return self.inner.parse_notification(headers=headers, body=body)
+
+    def notification_reply(self, *, ok: bool) -> tuple[int, str, bytes]:
+        return self.inner.notification_reply(ok=ok)
+
+    def download_bill(self, day: dt.date) -> BillFile | None:
+        return self.inner.download_bill(day)

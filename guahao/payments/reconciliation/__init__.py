@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
-from guahao.payments.models import ReconciliationRun
+if TYPE_CHECKING:
+    from guahao.payments.models import ReconciliationRun
 
 BILL_FORMATS = {"sandbox": "wechat", "wechat": "wechat", "alipay": "alipay"}
 

@@ -6,6 +6,7 @@ rerun no longer finds is closed as resolved by the system."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,26 +62,43 @@ def _hospital_id(payment: Payment) -> int | None:
     return payment.hold.session.hospital_id
 
 
+def source_of(provider: str, merchant_key: str) -> str:
+    """The reconciliation source of one merchant's bill: "wechatpay:12", "alipay:sandbox"."""
+    return f"{provider}:{merchant_key}"
+
+
+def _scope(source: str) -> tuple[dict, dict]:
+    """Filters of our payments and refunds a bill of `source` covers (one merchant's, or a whole
+    provider's when the source names no merchant)."""
+    provider, _, merchant_key = source.partition(":")
+    payments, refunds = {"provider": provider}, {"payment__provider": provider}
+    if merchant_key:
+        payments["merchant_key"] = refunds["payment__merchant_key"] = merchant_key
+    return payments, refunds
+
+
 def compare_bill(*, provider: str, day: dt.date, bill_rows: Iterable[BillRow]) -> Comparison:
-    """Bill rows against our PAID payments and SUCCEEDED refunds of `provider` on `day`. Read only.
+    """Bill rows against our PAID payments and SUCCEEDED refunds of `provider` (a source, see
+    source_of) on `day`. Read only.
 
     A bill row is looked up by its order (refund) number whatever day we booked it on; our rows
     missing from the bill are only those of `day`. A refund we settled by hand (MANUAL) is not
     expected in the bill: when it is there, the patient was paid back twice (status differs)."""
     rows = list(bill_rows)
     start, end = day_bounds(day)
+    ours, our_refunds = _scope(provider)
     result = Comparison(rows=len(rows))
     payment_rows = [r for r in rows if r.kind == "payment"]
     refund_rows = [r for r in rows if r.kind == "refund"]
     payments = {
         p.out_trade_no: p
-        for p in Payment.objects.filter(provider=provider, out_trade_no__in=[r.out_trade_no for r in payment_rows])
+        for p in Payment.objects.filter(**ours, out_trade_no__in=[r.out_trade_no for r in payment_rows])
         .select_related("hold__session")
         .iterator(chunk_size=2000)
     }
     refunds = {
         r.refund_no: r
-        for r in Refund.objects.filter(payment__provider=provider, refund_no__in=[r.out_refund_no for r in refund_rows])
+        for r in Refund.objects.filter(**our_refunds, refund_no__in=[r.out_refund_no for r in refund_rows])
         .select_related("payment__hold__session")
         .iterator(chunk_size=2000)
     }
@@ -137,7 +155,7 @@ def compare_bill(*, provider: str, day: dt.date, bill_rows: Iterable[BillRow]) -
 
     in_bill = {r.out_trade_no for r in payment_rows}
     for payment in (
-        Payment.objects.filter(provider=provider, state=Payment.State.PAID, paid_at__gte=start, paid_at__lt=end)
+        Payment.objects.filter(**ours, state=Payment.State.PAID, paid_at__gte=start, paid_at__lt=end)
         .exclude(out_trade_no__in=in_bill)
         .select_related("hold__session")
     ):
@@ -148,7 +166,7 @@ def compare_bill(*, provider: str, day: dt.date, bill_rows: Iterable[BillRow]) -
     refunds_in_bill = {r.out_refund_no for r in refund_rows}
     for refund in (
         Refund.objects.filter(
-            payment__provider=provider, state=Refund.State.SUCCEEDED, succeeded_at__gte=start, succeeded_at__lt=end
+            **our_refunds, state=Refund.State.SUCCEEDED, succeeded_at__gte=start, succeeded_at__lt=end
         )
         .exclude(refund_no__in=refunds_in_bill)
         .select_related("payment__hold__session")
@@ -232,16 +250,26 @@ def reconcile(*, provider: str, day: dt.date, bill_rows: Iterable[BillRow], bill
 def reconcile_bill(
     *, provider: str, day: dt.date, bill: bytes, bill_format: str, hash_type: str = "", hash_value: str = ""
 ) -> ReconciliationRun:
-    """A downloaded bill file: its hash checked (when the download answer carried one), parsed,
-    summary checked, then reconciled. A rejected bill marks the run failed and writes nothing else."""
+    """A downloaded bill file: its hash checked (when the download answer carried one; WeChat's is
+    over the bill before gzip), parsed, summary checked, then reconciled. A rejected bill marks the
+    run failed and writes nothing else."""
     sha1 = sha1_of(bill)
     try:
         if hash_value:
-            verify_hash(bill, hash_type=hash_type or "SHA1", hash_value=hash_value)
+            verify_hash(_uncompressed(bill), hash_type=hash_type or "SHA1", hash_value=hash_value)
         rows = parse_wechat_bill(bill) if bill_format == "wechat" else parse_alipay_bill(bill)
     except BillError as exc:
         return record_failure(provider=provider, day=day, error=exc.message, bill_sha1=sha1)
     return reconcile(provider=provider, day=day, bill_rows=rows, bill_sha1=sha1)
+
+
+def _uncompressed(bill: bytes) -> bytes:
+    if bill[:2] != b"\x1f\x8b":
+        return bill
+    try:
+        return gzip.decompress(bill)
+    except (OSError, EOFError) as exc:
+        raise BillError("账单文件损坏，无法解压") from exc
 
 
 def unresolved_by_kind(*, day: dt.date, providers: Iterable[str] | None = None) -> Counter[str]:

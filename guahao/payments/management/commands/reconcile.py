@@ -1,4 +1,5 @@
-"""`guahao reconcile --date YYYY-MM-DD [--provider sandbox] [--no-his]`: reconcile one day by hand.
+"""`guahao reconcile --date YYYY-MM-DD [--provider wechatpay|alipay|SOURCE] [--no-his]`: reconcile one
+day by hand: every merchant account's bill (downloaded from its provider), then the HIS day lists.
 
 Prints a summary per source (账单笔数、一致笔数、差异笔数 by kind) and exits with status 1 while
 any discrepancy of that day is unresolved, or when a source could not be reconciled."""
@@ -21,16 +22,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--date", required=False, help="对账日期（北京时间），YYYY-MM-DD；默认前一天")
-        parser.add_argument("--provider", default="sandbox", help="支付机构（默认 sandbox）")
+        parser.add_argument(
+            "--provider", default="", help="只核对一个支付机构（wechatpay、alipay）或一个商户（如 wechatpay:3）；默认全部"
+        )
         parser.add_argument("--no-his", action="store_true", help="不核对 HIS 当日挂号清单")
 
-    def handle(self, *args: object, date: str | None = None, provider: str = "sandbox", no_his: bool = False,
+    def handle(self, *args: object, date: str | None = None, provider: str = "", no_his: bool = False,
                **options: object) -> None:  # fmt: skip
         try:
             day = dt.date.fromisoformat(date) if date else clock.today() - dt.timedelta(days=1)
         except ValueError as exc:
             raise CommandError(f"日期格式应为 YYYY-MM-DD：{date}") from exc
-        runs = run_day(day=day, provider=provider, his=not no_his)
+        runs = run_day(day=day, source=provider or None, his=not no_his)
         self.stdout.write(f"对账日期：{day.isoformat()}")
         for run in runs:
             if run.status == ReconciliationRun.Status.FAILED:
