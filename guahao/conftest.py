@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -156,9 +157,16 @@ def browser():
 
 
 @pytest.fixture
-def site(browser, live_server) -> str:
-    """The live server's address. DJANGO_ALLOW_ASYNC_UNSAFE is set by `browser` (see there)."""
-    return live_server.url
+def site(browser, live_server) -> Iterator[str]:
+    """The live server's address, which is also the public URL the payment sandbox's cashier sends
+    the browser back to and posts notifications to. DJANGO_ALLOW_ASYNC_UNSAFE is set by `browser`
+    (see there)."""
+    public_url = settings.PUBLIC_URL
+    settings.PUBLIC_URL = live_server.url
+    try:
+        yield live_server.url
+    finally:
+        settings.PUBLIC_URL = public_url
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -41,13 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.state.exists():
             gateway.restore(json.loads(args.state.read_text(encoding="utf-8")))
         gateway.state_path = args.state
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before the line: whoever reads it may stop us
+        signal.signal(signum, lambda *_: stopping.set())
     server = serve(gateway, host=args.host, port=args.port)
     stop_delivery = start_delivery(gateway)
     print(f"payment sandbox listening on {gateway.url}", flush=True)
-
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
     stopping.wait()
     stop_delivery()
     server.shutdown()

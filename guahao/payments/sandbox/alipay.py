@@ -67,9 +67,9 @@ def sign_params(
 ) -> dict[str, str]:
     """`params` with sign_type and sign added, signed as Alipay signs what it sends the merchant
     (notifications, the synchronous return): everything but sign and sign_type."""
-    message = signing_string(params, exclude=("sign", "sign_type"))
+    signed = {k: v for k, v in params.items() if v != ""}  # empty ones are not sent at all
+    message = signing_string(signed, exclude=("sign", "sign_type"))
     key = gateway.keys.alipay.alipay_private_key
-    signed = dict(params)
     signed["sign_type"] = "RSA2"
     signed["sign"] = wrong_signature(key, message) if forged else rsa_sign(key, message)
     return signed

@@ -163,11 +163,11 @@ class SandboxGateway:
         moment = self._clock()
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
-    def digits(self, count: int) -> str:
+    def _random_digits(self, count: int) -> str:
         with self._lock:
             return "".join(self._rng.choice("0123456789") for _ in range(count))
 
-    def hex(self, count: int) -> str:
+    def _random_hex(self, count: int) -> str:
         with self._lock:
             return "".join(self._rng.choice("0123456789abcdef") for _ in range(count))
 
@@ -270,12 +270,12 @@ class SandboxGateway:
             )
             if provider == WECHAT:
                 trade.prepay_id = (
-                    "wx" + now.astimezone(LOCAL_TZ).strftime("%d%H%M%S") + self.hex(26)
+                    "wx" + now.astimezone(LOCAL_TZ).strftime("%d%H%M%S") + self._random_hex(26)
                 )
                 self._by_prepay[trade.prepay_id] = out_trade_no
             else:
                 trade.transaction_id = (
-                    now.astimezone(LOCAL_TZ).strftime("%Y%m%d") + "2200" + self.digits(16)
+                    now.astimezone(LOCAL_TZ).strftime("%Y%m%d") + "2200" + self._random_digits(16)
                 )
                 self._by_transaction[trade.transaction_id] = out_trade_no
                 if out_trade_no in self._closed_numbers:  # closed before the page was ever opened
@@ -302,14 +302,14 @@ class SandboxGateway:
             if trade.provider == WECHAT:
                 trade.transaction_id = (
                     "4200"
-                    + self.digits(6)
+                    + self._random_digits(6)
                     + now.astimezone(LOCAL_TZ).strftime("%Y%m%d")
-                    + self.digits(10)
+                    + self._random_digits(10)
                 )
                 self._by_transaction[trade.transaction_id] = out_trade_no
-                trade.payer_id = trade.payer_id or "o" + self.hex(27)
+                trade.payer_id = trade.payer_id or "o" + self._random_hex(27)
             else:
-                trade.payer_id = "2088" + self.digits(12)
+                trade.payer_id = "2088" + self._random_digits(12)
             self._dirty = True
             self._queue_trade_notification(trade)
             return _copy(trade)
@@ -389,7 +389,7 @@ class SandboxGateway:
                 amount_fen=amount_fen,
                 state=PROCESSING,
                 requested_at=now,
-                refund_id="50" + self.digits(27) if provider == WECHAT else "",
+                refund_id="50" + self._random_digits(27) if provider == WECHAT else "",
                 reason=reason,
                 notify_url=notify_url,
             )
@@ -440,7 +440,7 @@ class SandboxGateway:
         if trade.provider == WECHAT:
             delivery.id, delivery.body = wechat_wire.transaction_notification(self, trade, now)
         else:
-            delivery.id = self.hex(34)
+            delivery.id = self._random_hex(34)
             delivery.trade_status = trade.alipay_status
             delivery.params = alipay_wire.notification_params(self, trade, None, delivery.id)
         self._deliveries.append(delivery)
@@ -470,7 +470,7 @@ class SandboxGateway:
         if trade.provider == WECHAT:
             delivery.id, delivery.body = wechat_wire.refund_notification(self, trade, refund, at)
         else:
-            delivery.id = self.hex(34)
+            delivery.id = self._random_hex(34)
             delivery.trade_status = trade.alipay_status
             delivery.params = alipay_wire.notification_params(self, trade, refund, delivery.id)
         self._deliveries.append(delivery)
@@ -645,7 +645,7 @@ class SandboxGateway:
     def issue_bill_file(self, provider: str, data: bytes) -> str:
         """A download token for `data` (what a bill application hands out)."""
         with self._lock:
-            token = self.hex(32)
+            token = self._random_hex(32)
             self._bill_files[token] = (provider, data)
             return token
 

@@ -1,6 +1,6 @@
 """The booking flow in a real browser (Debian's Chromium at 375×812, like a phone in WeChat),
 against the live app: hold a window, watch the countdown, add a patient (a wrong ID first), pay on
-the sandbox cashier, see and cancel the registration; the countdown running out; and a returning
+the provider's cashier (the payment sandbox), see and cancel the registration; the countdown running out; and a returning
 patient's taps from the home page to a paid registration."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from guahao.booking.states import HoldState, RegistrationStatus
 from guahao.catalog.models import Notice, NoticeAck
 from guahao.patients.models import Patient
 from guahao.patients.services import set_default_patient
-from guahao.testing import make_id_number, make_patient, run_worker
+from guahao.testing import make_id_number, make_patient, payment_sandbox, run_worker
+from guahao.web.tests.conftest import SCREENSHOTS
 
 pytestmark = pytest.mark.browser
 
@@ -73,13 +74,13 @@ def test_main_flow_hold_add_patient_pay_see_and_cancel(phone, site, browser_worl
 
     with phone.expect_navigation():
         phone.click("[data-testid=pay]")
-    assert "/sandbox/pay/" in phone.url
+    # The provider's cashier (the sandbox's WeChat H5 page), which sends the browser back.
+    assert phone.url.startswith(f"{payment_sandbox().url}/cashier/wechat/")
+    assert "¥" in phone.content() and "确认支付" in phone.content()
+    phone.screenshot(path=str(SCREENSHOTS.parent / "sandbox-cashier.png"), full_page=True)
     with phone.expect_navigation():
         phone.click("button.pay")
-    assert "支付成功" in phone.content()
-    with phone.expect_navigation():
-        phone.click("[data-testid=return]")
-    assert phone.url.endswith(f"/holds/{hold.id}/result")
+    assert phone.url == f"{site}/holds/{hold.id}/result"
     assert "预约成功" in phone.locator("[data-testid=result]").inner_text()
     registration = Registration.objects.get(hold_id=hold.id)
     assert registration.registration_no in phone.content()
@@ -159,8 +160,7 @@ def test_a_returning_patient_books_from_home_in_at_most_8_taps(
     tap(phone.locator("[data-testid=window] button", has_text="选择").first)
     assert phone.locator(f"input[name=patient_id][value='{mother.id}']").is_checked()  # the default
     tap(phone.locator("[data-testid=pay]"))  # 确认并支付 (WeChat Pay, 自费 preselected)
-    tap(phone.locator("button.pay"))  # the cashier's 确认支付
-    tap(phone.locator("[data-testid=return]"))
+    tap(phone.locator("button.pay"))  # the cashier's 确认支付, which sends the browser back
     assert "预约成功" in phone.locator("[data-testid=result]").inner_text()
     registration = Registration.objects.get(account=account)
     assert registration.patient_id == mother.id and registration.status == RegistrationStatus.BOOKED

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from urllib.parse import quote, urlsplit
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from guahao import clock
 from guahao.booking.models import Hold, Registration
 from guahao.booking.states import HoldState, RegistrationStatus
 from guahao.catalog.models import Notice, NoticeAck
-from guahao.payments.providers import sandbox
-from guahao.testing import make_account, make_patient, run_worker
+from guahao.testing import make_account, make_patient, pay_on_cashier, payment_sandbox, run_worker
 from guahao.web.tests.conftest import sign_in_client
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.django_db
 
 def acknowledge_notices(account, hospital) -> None:
     for notice in Notice.objects.filter(hospital=hospital, is_active=True):
-        NoticeAck.objects.get_or_create(notice=notice, account=account, defaults={"acked_at": clock.now()})
+        NoticeAck.objects.get_or_create(
+            notice=notice, account=account, defaults={"acked_at": clock.now()}
+        )
 
 
 def first_window(session) -> str:
@@ -30,14 +33,18 @@ def first_window(session) -> str:
 
 
 def hold_via_page(client: Client, session) -> Hold:
-    response = client.post("/holds", {"session_id": session.id, "window_start": first_window(session)})
+    response = client.post(
+        "/holds", {"session_id": session.id, "window_start": first_window(session)}
+    )
     assert response.status_code == 302, response.content.decode()[:500]
     hold_id = int(re.fullmatch(r"/holds/(\d+)", response["Location"]).group(1))
     return Hold.objects.get(id=hold_id)
 
 
 def pay_through_page(client: Client, hold: Hold, patient) -> str:
-    response = client.post(f"/holds/{hold.id}/pay", {"patient_id": patient.id, "channel": "wechat", "insurance": "0"})
+    response = client.post(
+        f"/holds/{hold.id}/pay", {"patient_id": patient.id, "channel": "wechat", "insurance": "0"}
+    )
     assert response.status_code == 302, response.content.decode()[:500]
     return response["Location"]
 
@@ -58,7 +65,9 @@ def test_session_page_signed_out_offers_sign_in_instead_of_holding(world, client
     assert "登录后选择" in text and 'action="/holds"' not in text
 
 
-def test_choosing_a_window_holds_its_next_free_number_and_opens_the_hold(world, account, patient_client):
+def test_choosing_a_window_holds_its_next_free_number_and_opens_the_hold(
+    world, account, patient_client
+):
     hold = hold_via_page(patient_client, world.open_session)
     assert hold.account == account and hold.state == HoldState.HELD and hold.slot.seq == 1
     page = patient_client.get(f"/holds/{hold.id}")
@@ -71,7 +80,8 @@ def test_a_full_window_is_answered_on_the_session_page(world, patient_client):
     other = sign_in_client(Client(), make_account())
     hold_via_page(other, world.open_session)
     response = patient_client.post(
-        "/holds", {"session_id": world.open_session.id, "window_start": first_window(world.open_session)}
+        "/holds",
+        {"session_id": world.open_session.id, "window_start": first_window(world.open_session)},
     )
     assert response.status_code == 409
     assert "约满" in response.content.decode()
@@ -87,7 +97,10 @@ def test_holding_is_rate_limited_like_the_api(world, patient_client, settings, m
 
 
 def test_holding_needs_sign_in(world, client):
-    response = client.post("/holds", {"session_id": world.open_session.id, "window_start": first_window(world.open_session)})
+    response = client.post(
+        "/holds",
+        {"session_id": world.open_session.id, "window_start": first_window(world.open_session)},
+    )
     assert response.status_code == 302 and response["Location"].startswith("/login")
 
 
@@ -128,19 +141,22 @@ def test_pay_without_acknowledged_notice_goes_to_the_notices(world, account, pat
     assert location == f"/notices?next=%2Fholds%2F{hold.id}"
 
 
-def test_pay_sends_to_the_sandbox_cashier_with_a_way_back_and_the_return_shows_the_registration(
+def test_pay_sends_to_the_providers_cashier_which_sends_back_to_the_registration(
     world, account, patient_client
 ):
     patient = make_patient(account)
     acknowledge_notices(account, world.hospital)
     hold = hold_via_page(patient_client, world.open_session)
     location = pay_through_page(patient_client, hold, patient)
-    match = re.fullmatch(r"/sandbox/pay/(\w+)\?return=%2Fholds%2F(\d+)%2Fresult", location)
-    assert match and int(match.group(2)) == hold.id
-    cashier = Client().get(location).content.decode()
-    assert f'href="/holds/{hold.id}/result"' in cashier
-    sandbox.pay(match.group(1))
-    result = patient_client.get(f"/holds/{hold.id}/result")
+    # WeChat H5 pay: the provider's page, told where to send the browser back.
+    assert location.startswith(f"{payment_sandbox().url}/cashier/wechat/")
+    assert (
+        "redirect_url=" + quote(f"{settings.PUBLIC_URL}/holds/{hold.id}/result", safe="")
+        in location
+    )
+    status, back = pay_on_cashier(location)
+    assert status == 303 and back == f"{settings.PUBLIC_URL}/holds/{hold.id}/result"
+    result = patient_client.get(urlsplit(back).path)
     text = result.content.decode()
     assert result.status_code == 200 and "预约成功" in text
     reg = Registration.objects.get(hold=hold)
@@ -152,12 +168,12 @@ def test_a_failed_payment_may_be_paid_again_while_the_hold_lives(world, account,
     acknowledge_notices(account, world.hospital)
     hold = hold_via_page(patient_client, world.open_session)
     first = pay_through_page(patient_client, hold, patient)
-    sandbox.pay(re.search(r"/sandbox/pay/(\w+)", first).group(1), succeed=False)
+    assert pay_on_cashier(first, action="cancel")[0] == 303
     page = patient_client.get(f"/holds/{hold.id}/result")  # back from the cashier: not paid
     assert "暂未查询到支付成功" in page.content.decode() and "重新支付" in page.content.decode()
     second = pay_through_page(patient_client, hold, patient)
     assert second != first
-    sandbox.pay(re.search(r"/sandbox/pay/(\w+)", second).group(1))
+    assert pay_on_cashier(second)[0] == 303
     response = patient_client.post(f"/holds/{hold.id}/check")  # 我已支付
     assert response.status_code == 302 and response["Location"] == f"/holds/{hold.id}/result"
     assert Hold.objects.get(id=hold.id).state == HoldState.SUCCEEDED
@@ -166,7 +182,9 @@ def test_a_failed_payment_may_be_paid_again_while_the_hold_lives(world, account,
 def test_release_is_one_tap_and_frees_the_number(world, patient_client):
     hold = hold_via_page(patient_client, world.open_session)
     response = patient_client.post(f"/holds/{hold.id}/release")
-    assert response.status_code == 302 and response["Location"] == f"/sessions/{world.open_session.id}"
+    assert (
+        response.status_code == 302 and response["Location"] == f"/sessions/{world.open_session.id}"
+    )
     assert Hold.objects.get(id=hold.id).state == HoldState.RELEASED
     assert "余 1" in patient_client.get(f"/sessions/{world.open_session.id}").content.decode()
 
@@ -183,7 +201,9 @@ def test_an_unknown_patient_is_refused_on_the_hold_page(world, account, patient_
     acknowledge_notices(account, world.hospital)
     stranger = make_patient(make_account())
     hold = hold_via_page(patient_client, world.open_session)
-    response = patient_client.post(f"/holds/{hold.id}/pay", {"patient_id": stranger.id, "channel": "wechat"})
+    response = patient_client.post(
+        f"/holds/{hold.id}/pay", {"patient_id": stranger.id, "channel": "wechat"}
+    )
     assert response.status_code == 404 and "就诊人不存在" in response.content.decode()
     assert 'data-testid="hold-message"' in response.content.decode()
 
@@ -196,7 +216,7 @@ def book(world, account, client) -> Registration:
     acknowledge_notices(account, world.hospital)
     hold = hold_via_page(client, world.open_session)
     location = pay_through_page(client, hold, patient)
-    sandbox.pay(re.search(r"/sandbox/pay/(\w+)", location).group(1))
+    assert pay_on_cashier(location)[0] == 303
     client.get(f"/holds/{hold.id}/result")
     return Registration.objects.get(hold=hold)
 
@@ -209,7 +229,19 @@ def test_registrations_tabs_pending_then_booked_then_cancelled(world, account, p
 
     reg = book(world, account, patient_client)
     booked = patient_client.get("/me/registrations?tab=booked").content.decode()
-    for expected in (reg.registration_no, "第 1 号", "张*", "皮肤科", "彭飞", "门诊楼 6 楼 A 区", "¥25.00", "退号截止", "原路退回", "爽约", "取消挂号"):
+    for expected in (
+        reg.registration_no,
+        "第 1 号",
+        "张*",
+        "皮肤科",
+        "彭飞",
+        "门诊楼 6 楼 A 区",
+        "¥25.00",
+        "退号截止",
+        "原路退回",
+        "爽约",
+        "取消挂号",
+    ):
         assert expected in booked, expected
 
     response = patient_client.post(f"/me/registrations/{reg.id}/cancel")
@@ -260,7 +292,9 @@ def test_result_page_says_registering_and_failed_plainly(world, account, patient
     assert response.status_code == 302 and response["Location"] == f"/holds/{hold.id}/result"
 
 
-def test_a_provider_that_does_not_answer_on_return_is_said_so(world, account, patient_client, monkeypatch):
+def test_a_provider_that_does_not_answer_on_return_is_said_so(
+    world, account, patient_client, monkeypatch
+):
     from guahao.booking import services
     from guahao.errors import UpstreamUnavailable
 
@@ -279,7 +313,9 @@ def test_a_provider_that_does_not_answer_on_return_is_said_so(world, account, pa
     assert response.status_code == 503 and "0571-87065701" in response.content.decode()
 
 
-def test_a_paid_hold_the_his_has_not_confirmed_shows_as_registering(world, account, patient_client, monkeypatch):
+def test_a_paid_hold_the_his_has_not_confirmed_shows_as_registering(
+    world, account, patient_client, monkeypatch
+):
     """Paid, but the HIS has not answered the registration yet: 我的挂号 says so (挂号中), with the
     promise of a full refund if it fails, instead of the payment vanishing from the patient's view."""
     from guahao.his import services as his_services
@@ -292,7 +328,7 @@ def test_a_paid_hold_the_his_has_not_confirmed_shows_as_registering(world, accou
     acknowledge_notices(account, world.hospital)
     hold = hold_via_page(patient_client, world.open_session)
     location = pay_through_page(patient_client, hold, patient)
-    sandbox.pay(re.search(r"/sandbox/pay/(\w+)", location).group(1))
+    assert pay_on_cashier(location)[0] == 303
     run_worker()
     hold.refresh_from_db()
     assert hold.state == HoldState.REGISTERING

@@ -15,7 +15,7 @@ from alipay.exceptions import AliPayException, AliPayValidationError
 
 from guahao.payments.reconciliation.bills import parse_alipay_bill
 from guahao.payments.sandbox import ALIPAY_RETRY, TradeClosed
-from guahao.payments.sandbox.tests.conftest import ALIPAY_NOTIFY_URL, Inbox, alipay_client, browse
+from guahao.payments.sandbox.tests.helpers import ALIPAY_NOTIFY_URL, Inbox, alipay_client, browse
 
 RETURN_URL = "https://merchant.example/pay/return?order=7"
 LOCAL = dt.timezone(dt.timedelta(hours=8))

@@ -24,7 +24,7 @@ from guahao.payments.sandbox import (
     serve,
     start_delivery,
 )
-from guahao.payments.sandbox.tests.conftest import alipay_client, browse, wechat_client
+from guahao.payments.sandbox.tests.helpers import alipay_client, browse, wechat_client
 
 
 def test_keys_are_created_once_private_and_shared_by_racing_processes(tmp_path):

@@ -17,7 +17,7 @@ from wechatpayv3 import WeChatPayType
 
 from guahao.payments.reconciliation.bills import parse_wechat_bill, sha1_of
 from guahao.payments.sandbox import WECHAT_RETRY, TradeClosed
-from guahao.payments.sandbox.tests.conftest import NOTIFY_URL, Inbox, browse, wechat_client
+from guahao.payments.sandbox.tests.helpers import NOTIFY_URL, Inbox, browse, wechat_client
 
 
 def h5(wx, number: str, total: int = 2500, **extra) -> tuple[int, dict]:
