@@ -4,7 +4,7 @@ must not start with is refused at start (guahao/environment.py), not reported he
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register(Tags.database, deploy=True)
@@ -12,3 +12,43 @@ def sqlite_beyond_one_machine(app_configs, **kwargs) -> list:
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         return [Warning("SQLite serves one machine; use PostgreSQL beyond that", id="guahao.W002")]
     return []
+
+
+@register(Tags.security, deploy=True)
+def payment_channels_have_merchants(app_configs, **kwargs) -> list:
+    """Each channel a hospital offers needs an enabled merchant account (its own or the platform's):
+    in production there is no sandbox to fall back on, and patients would meet 该支付方式暂不可用."""
+    from django.db import DatabaseError
+
+    from guahao.environment import is_development
+
+    if is_development():
+        return []
+    try:
+        return [Error(message, id="guahao.E010") for message in _channels_without_merchant()]
+    except DatabaseError:  # not migrated yet: `migrate` comes after this check in the README
+        return []
+
+
+def _channels_without_merchant() -> list[str]:
+    from guahao.catalog.models import Hospital
+    from guahao.payments.channels import PaymentChannel
+    from guahao.payments.models import MerchantAccount
+    from guahao.payments.providers import PROVIDER_OF_CHANNEL
+
+    enabled = set(
+        MerchantAccount.objects.filter(enabled=True).values_list("hospital_id", "provider")
+    )
+    problems = []
+    for hospital in Hospital.objects.filter(is_active=True).order_by("id"):
+        for channel in hospital.payment_channels:
+            provider = PROVIDER_OF_CHANNEL.get(channel)
+            if provider is None:
+                problems.append(
+                    f"{hospital.name}：{PaymentChannel(channel).label}尚未接入，请在控制台关闭该支付方式"
+                )
+            elif (hospital.id, provider) not in enabled and (None, provider) not in enabled:
+                problems.append(
+                    f"{hospital.name}：开通了{PaymentChannel(channel).label}，但没有启用的商户号（控制台：支付商户号）"
+                )
+    return problems

@@ -1,5 +1,6 @@
-"""`guahao check --deploy` keeps one warning of ours; what production must not start with is
-refused at start instead (test_environment.py)."""
+"""`guahao check --deploy`: a warning about SQLite and an error for a payment channel no merchant
+account can take; what production must not start with is refused at start instead
+(test_environment.py)."""
 
 from guahao.checks import sqlite_beyond_one_machine
 
@@ -9,3 +10,41 @@ def test_sqlite_is_flagged_for_a_look_before_deploying(settings):
         assert sqlite_beyond_one_machine(None) == []
         return
     assert [w.id for w in sqlite_beyond_one_machine(None)] == ["guahao.W002"]
+
+
+def _production(monkeypatch) -> None:
+    import guahao.environment
+
+    monkeypatch.setattr(guahao.environment, "is_development", lambda: False)
+
+
+def test_a_channel_without_an_enabled_merchant_account_fails_the_deploy_check(db, monkeypatch):
+    from guahao.checks import payment_channels_have_merchants
+    from guahao.testing import make_hospital
+
+    hospital = make_hospital(name="测试人民医院")
+    assert payment_channels_have_merchants(None) == []  # development: the sandbox takes the money
+    _production(monkeypatch)
+    errors = payment_channels_have_merchants(None)
+    assert {e.id for e in errors} == {"guahao.E010"}
+    messages = [e.msg for e in errors]
+    assert f"{hospital.name}：开通了微信支付，但没有启用的商户号（控制台：支付商户号）" in messages
+    assert f"{hospital.name}：开通了支付宝，但没有启用的商户号（控制台：支付商户号）" in messages
+
+
+def test_the_platforms_merchant_account_covers_every_hospital(db, monkeypatch):
+    from guahao.checks import payment_channels_have_merchants
+    from guahao.payments.models import MerchantAccount
+    from guahao.testing import make_hospital
+
+    make_hospital(name="测试人民医院")
+    for provider in ("wechatpay", "alipay"):
+        MerchantAccount.objects.create(
+            provider=provider, app_id="app", mch_id="m", private_key="k", provider_public_key="p"
+        )
+    _production(monkeypatch)
+    assert payment_channels_have_merchants(None) == []
+    MerchantAccount.objects.filter(provider="alipay").update(enabled=False)
+    assert [e.msg for e in payment_channels_have_merchants(None)] == [
+        "测试人民医院：开通了支付宝，但没有启用的商户号（控制台：支付商户号）"
+    ]
