@@ -43,7 +43,6 @@ from guahao.payments.sandbox.records import (
     DuplicateTrade,
     Probe,
     RefundRefused,
-    SandboxError,
     SandboxRefund,
     Trade,
     TradeClosed,
@@ -52,19 +51,7 @@ from guahao.payments.sandbox.records import (
 )
 from guahao.payments.sandbox.wire import LOCAL_TZ, wrong_signature
 
-__all__ = [
-    "Delivery",
-    "DuplicateTrade",
-    "Probe",
-    "RefundRefused",
-    "SandboxError",
-    "SandboxGateway",
-    "SandboxRefund",
-    "Trade",
-    "TradeClosed",
-    "TradeNotFound",
-    "TradePaid",
-]
+__all__ = ["ALIPAY_RETRY", "OPERATIONS", "WECHAT_RETRY", "SandboxGateway"]
 
 log = logging.getLogger("guahao.payments.sandbox")
 
