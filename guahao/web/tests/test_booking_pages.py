@@ -41,9 +41,9 @@ def hold_via_page(client: Client, session) -> Hold:
     return Hold.objects.get(id=hold_id)
 
 
-def pay_through_page(client: Client, hold: Hold, patient) -> str:
+def pay_through_page(client: Client, hold: Hold, patient, *, channel: str = "wechat") -> str:
     response = client.post(
-        f"/holds/{hold.id}/pay", {"patient_id": patient.id, "channel": "wechat", "insurance": "0"}
+        f"/holds/{hold.id}/pay", {"patient_id": patient.id, "channel": channel, "insurance": "0"}
     )
     assert response.status_code == 302, response.content.decode()[:500]
     return response["Location"]
@@ -161,6 +161,23 @@ def test_pay_sends_to_the_providers_cashier_which_sends_back_to_the_registration
     assert result.status_code == 200 and "预约成功" in text
     reg = Registration.objects.get(hold=hold)
     assert reg.registration_no in text and "第 1 号" in text and "门诊楼 6 楼 A 区" in text
+
+
+def test_alipay_sends_to_its_signed_wap_pay_page_which_sends_back_to_the_registration(
+    world, account, patient_client
+):
+    patient = make_patient(account)
+    acknowledge_notices(account, world.hospital)
+    hold = hold_via_page(patient_client, world.open_session)
+    location = pay_through_page(patient_client, hold, patient, channel="alipay")
+    # 手机网站支付: the browser opens the signed alipay.trade.wap.pay request itself.
+    page = urlsplit(location)
+    assert location.startswith(f"{payment_sandbox().url}/gateway.do?")
+    assert "method=alipay.trade.wap.pay" in page.query and "sign=" in page.query
+    status, back = pay_on_cashier(location)
+    assert status == 303 and back.startswith(f"{settings.PUBLIC_URL}/holds/{hold.id}/result?")
+    text = patient_client.get(urlsplit(back).path).content.decode()
+    assert "预约成功" in text and Registration.objects.get(hold=hold).registration_no in text
 
 
 def test_a_failed_payment_may_be_paid_again_while_the_hold_lives(world, account, patient_client):
