@@ -32,7 +32,12 @@ from guahao.payments.reconciliation import services as reconciliation
 
 LEDGER_PERMISSION = "payments.view_ledger_findings"
 
-PROVIDER_LABELS = {"wechatpay": "微信支付", "alipay": "支付宝", "wechat": "微信支付", "unionpay": "银联"}
+PROVIDER_LABELS = {
+    "wechatpay": "微信支付",
+    "alipay": "支付宝",
+    "wechat": "微信支付",
+    "unionpay": "银联",
+}
 
 
 def _local(moment) -> str:
@@ -48,7 +53,12 @@ class ProviderFilter(admin.SimpleListFilter):
     parameter_name = "provider"
 
     def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
-        names = model_admin.get_queryset(request).order_by().values_list("provider", flat=True).distinct()
+        names = (
+            model_admin.get_queryset(request)
+            .order_by()
+            .values_list("provider", flat=True)
+            .distinct()
+        )
         return [(name, PROVIDER_LABELS.get(name, name)) for name in sorted(names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -157,12 +167,19 @@ class PaymentAdmin(ReadOnlyConsoleAdmin):
 
     def get_urls(self):
         return [
-            path("ledger/", self.admin_site.admin_view(self.ledger_view), name="payments_payment_ledger"),
+            path(
+                "ledger/",
+                self.admin_site.admin_view(self.ledger_view),
+                name="payments_payment_ledger",
+            ),
             *super().get_urls(),
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        extra = {**(extra_context or {}), "can_view_ledger": request.user.has_perm(LEDGER_PERMISSION)}
+        extra = {
+            **(extra_context or {}),
+            "can_view_ledger": request.user.has_perm(LEDGER_PERMISSION),
+        }
         return super().changelist_view(request, extra)
 
     def ledger_view(self, request: HttpRequest) -> HttpResponse:
@@ -395,7 +412,9 @@ class RefundAdmin(ReadOnlyConsoleAdmin):
         return request.user.has_perm("payments.handle_failed_refund")
 
     def _audit(self, request: HttpRequest, refund: Refund, action: str, **fields) -> None:
-        record_audit(request=request, action=action, obj=refund, hospital=self._hospital_of(refund), **fields)
+        record_audit(
+            request=request, action=action, obj=refund, hospital=self._hospital_of(refund), **fields
+        )
 
     @admin.action(description="按原退款单号重试", permissions=["handle_failed_refund"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -408,7 +427,9 @@ class RefundAdmin(ReadOnlyConsoleAdmin):
                     request, refund, AuditEntry.Action.REFUND_RETRY,
                     result=AuditEntry.Result.FAILURE, detail=exc.message,
                 )  # fmt: skip
-                self.message_user(request, f"退款单 {refund.refund_no}：{exc.message}", messages.ERROR)
+                self.message_user(
+                    request, f"退款单 {refund.refund_no}：{exc.message}", messages.ERROR
+                )
                 continue
             failed_again = retried.state == Refund.State.FAILED
             self._audit(
@@ -420,15 +441,21 @@ class RefundAdmin(ReadOnlyConsoleAdmin):
             )  # fmt: skip
             if failed_again:
                 self.message_user(
-                    request, f"退款单 {refund.refund_no} 重试后仍为退款失败：{retried.last_error}", messages.ERROR
+                    request,
+                    f"退款单 {refund.refund_no} 重试后仍为退款失败：{retried.last_error}",
+                    messages.ERROR,
                 )
             else:
                 self.message_user(
-                    request, f"退款单 {refund.refund_no} 已重新提交，当前状态：{retried.get_state_display()}", messages.SUCCESS
+                    request,
+                    f"退款单 {refund.refund_no} 已重新提交，当前状态：{retried.get_state_display()}",
+                    messages.SUCCESS,
                 )
 
     @admin.action(description="标记为已通过其他方式退回", permissions=["handle_failed_refund"])
-    def mark_paid_back_by_hand(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+    def mark_paid_back_by_hand(
+        self, request: HttpRequest, queryset: QuerySet
+    ) -> HttpResponse | None:
         """A confirmation page asks how the money went back; then each selected failed refund is
         closed as 已线下退款 (its registration cancelled), audited in the same transaction."""
         refunds = list(queryset.select_related("payment__hold__session__hospital"))
@@ -464,27 +491,35 @@ class RefundAdmin(ReadOnlyConsoleAdmin):
 
             try:
                 staff.record_manual_refund(
-                    refund_no=refund.refund_no, staff_username=request.user.get_username(), note=note, record=audit
+                    refund_no=refund.refund_no,
+                    staff_username=request.user.get_username(),
+                    note=note,
+                    record=audit,
                 )
             except GuahaoError as exc:
                 self._audit(
                     request, refund, AuditEntry.Action.REFUND_MANUAL,
                     result=AuditEntry.Result.FAILURE, detail=exc.message,
                 )  # fmt: skip
-                self.message_user(request, f"退款单 {refund.refund_no}：{exc.message}", messages.ERROR)
+                self.message_user(
+                    request, f"退款单 {refund.refund_no}：{exc.message}", messages.ERROR
+                )
                 continue
-            self.message_user(request, f"退款单 {refund.refund_no} 已标记为已线下退款", messages.SUCCESS)
+            self.message_user(
+                request, f"退款单 {refund.refund_no} 已标记为已线下退款", messages.SUCCESS
+            )
         return None
 
 
 # --- reconciliation (对账) ------------------------------------------------------------------------
+
 
 def _yuan_or_dash(fen: int | None) -> str:
     return "—" if fen is None else yuan(fen)
 
 
 def _source_label(source: str) -> str:
-    """"wechatpay:3" → 微信支付（商户 3）; "alipay:sandbox" → 支付宝（沙箱）; "his-2" → HIS 挂号清单."""
+    """ "wechatpay:3" → 微信支付（商户 3）; "alipay:sandbox" → 支付宝（沙箱）; "his-2" → HIS 挂号清单."""
     if source.startswith("his-"):
         return "HIS 挂号清单"
     provider, _, merchant_key = source.partition(":")
@@ -615,7 +650,11 @@ class DiscrepancyAdmin(ReadOnlyConsoleAdmin):
         done = 0
         for item in items:
             if item.resolved_at is not None:
-                self.message_user(request, f"差异 {item} 已于 {_local(item.resolved_at)} 处理，未重复标记", messages.WARNING)
+                self.message_user(
+                    request,
+                    f"差异 {item} 已于 {_local(item.resolved_at)} 处理，未重复标记",
+                    messages.WARNING,
+                )
                 continue
             with transaction.atomic():
                 resolved = reconciliation.mark_resolved(
@@ -637,11 +676,32 @@ class ReconciliationRunAdmin(ReadOnlyConsoleAdmin):
     """Runs belong to no single hospital: every finance officer sees the day's totals, not rows."""
 
     hospital_field = None
-    list_display = ("day", "source", "status", "bill_rows", "matched", "discrepancies", "started", "finished", "error")
+    list_display = (
+        "day",
+        "source",
+        "status",
+        "bill_rows",
+        "matched",
+        "discrepancies",
+        "started",
+        "finished",
+        "error",
+    )
     list_filter = ("status", "provider")
     date_hierarchy = "day"
     ordering = ("-day", "provider")
-    fields = ("day", "source", "status", "bill_rows", "matched", "discrepancies", "bill_sha1", "started", "finished", "error")
+    fields = (
+        "day",
+        "source",
+        "status",
+        "bill_rows",
+        "matched",
+        "discrepancies",
+        "bill_sha1",
+        "started",
+        "finished",
+        "error",
+    )
     readonly_fields = fields
 
     @admin.display(description="对账来源", ordering="provider")
@@ -666,6 +726,13 @@ class MerchantAccountForm(forms.ModelForm):
     """Keys are typed, never shown back: an empty field keeps the stored one. Each is parsed before
     it is saved, so a pasted half key is refused here, not at the first patient's payment."""
 
+    gateway_url = forms.URLField(
+        label="网关地址",
+        max_length=300,
+        required=False,
+        assume_scheme="https",
+        help_text="留空使用支付机构正式网关；仅开发与联调时填写沙箱地址",
+    )
     new_private_key = forms.CharField(
         label="商户私钥",
         required=False,
@@ -694,15 +761,36 @@ class MerchantAccountForm(forms.ModelForm):
             "gateway_url",
         )
 
+    # Set by MerchantAccountAdmin.get_form: may this staff member set the platform's account?
+    platform_allowed = False
+
     def clean(self) -> dict:
         from guahao.payments.merchants import MerchantKeyError, check_keys
 
         cleaned = super().clean()
+        if (
+            "hospital" in cleaned
+            and cleaned["hospital"] is None
+            and self.instance.pk is None
+            and not self.platform_allowed
+        ):
+            # The platform's account takes the money of every hospital without one of its own.
+            raise forms.ValidationError(
+                {"hospital": "请选择医院；平台统一收款账户只能由平台管理员设置"}
+            )
         if cleaned.get("new_private_key"):
             self.instance.private_key = cleaned["new_private_key"].strip()
         if cleaned.get("new_api_v3_key"):
             self.instance.api_v3_key = cleaned["new_api_v3_key"]
-        for name in ("provider", "app_id", "mch_id", "serial_no", "provider_public_key", "provider_public_key_id", "gateway_url"):
+        for name in (
+            "provider",
+            "app_id",
+            "mch_id",
+            "serial_no",
+            "provider_public_key",
+            "provider_public_key_id",
+            "gateway_url",
+        ):
             if name in cleaned:
                 setattr(self.instance, name, cleaned[name])
         try:
@@ -716,18 +804,43 @@ class MerchantAccountForm(forms.ModelForm):
 class MerchantAccountAdmin(ConsoleModelAdmin):
     form = MerchantAccountForm
     hospital_field = "hospital"
-    list_display = ("hospital_label", "provider", "mch_id", "app_id", "enabled", "keys_state", "gateway_label", "updated_at")
+    list_display = (
+        "hospital_label",
+        "provider",
+        "mch_id",
+        "app_id",
+        "enabled",
+        "keys_state",
+        "gateway_label",
+        "updated_at",
+    )
     list_filter = ("provider", "enabled")
     list_select_related = ("hospital",)
     actions = ("test_merchant",)
     fieldsets = (
         (None, {"fields": ("hospital", "provider", "enabled")}),
         ("商户信息", {"fields": ("app_id", "mch_id", "serial_no", "provider_public_key_id")}),
-        ("密钥", {"fields": ("new_private_key", "new_api_v3_key", "provider_public_key", "keys_state")}),
+        (
+            "密钥",
+            {"fields": ("new_private_key", "new_api_v3_key", "provider_public_key", "keys_state")},
+        ),
         ("联调", {"fields": ("gateway_url",)}),
     )
 
-    def get_readonly_fields(self, request: HttpRequest, obj: MerchantAccount | None = None) -> tuple[str, ...]:
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: MerchantAccount | None = None,
+        change: bool = False,
+        **kwargs,
+    ):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.platform_allowed = hospital_ids_of(request.user) is None
+        return form
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: MerchantAccount | None = None
+    ) -> tuple[str, ...]:
         # An account that took money stays with its hospital and provider: refunds go through it.
         return ("hospital", "provider", "keys_state") if obj is not None else ("keys_state",)
 
@@ -747,14 +860,18 @@ class MerchantAccountAdmin(ConsoleModelAdmin):
     def gateway_label(self, obj: MerchantAccount) -> str:
         return obj.gateway_url or "正式环境"
 
-    def save_model(self, request: HttpRequest, obj: MerchantAccount, form: MerchantAccountForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: MerchantAccount, form: MerchantAccountForm, change: bool
+    ) -> None:
         # The audit row records the form's fields before and after: new keys show as a mask.
         for name in ("new_private_key", "new_api_v3_key"):
             if form.cleaned_data.get(name):
                 form.cleaned_data[name] = SECRET_MASK
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="测试商户号（查询一笔不存在的订单，验证签名与应答）", permissions=["change"])
+    @admin.action(
+        description="测试商户号（查询一笔不存在的订单，验证签名与应答）", permissions=["change"]
+    )
     def test_merchant(self, request: HttpRequest, queryset: QuerySet[MerchantAccount]) -> None:
         from guahao.payments.merchants import check_merchant
 
@@ -768,4 +885,6 @@ class MerchantAccountAdmin(ConsoleModelAdmin):
                 result=AuditEntry.Result.SUCCESS if ok else AuditEntry.Result.FAILURE,
                 detail=f"测试支付商户号：{outcome}",
             )
-            self.message_user(request, f"{account}：{outcome}", level=messages.SUCCESS if ok else messages.ERROR)
+            self.message_user(
+                request, f"{account}：{outcome}", level=messages.SUCCESS if ok else messages.ERROR
+            )

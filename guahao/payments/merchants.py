@@ -12,6 +12,7 @@ from guahao.environment import is_development
 from guahao.payments.models import MerchantAccount
 from guahao.payments.providers import for_merchant, merchant_by_key
 from guahao.payments.providers.base import ProviderRefused, ProviderTimeout
+from guahao.payments.providers.wechatpay import WechatPayProvider
 
 
 @dataclass
@@ -28,11 +29,15 @@ def check_keys(account: MerchantAccount) -> None:
     try:
         load_pem_private_key(account.private_key.encode(), password=None)
     except (ValueError, TypeError):
-        raise MerchantKeyError("new_private_key", "商户私钥无法解析，请粘贴完整的 PEM 内容（含首尾行）") from None
+        raise MerchantKeyError(
+            "new_private_key", "商户私钥无法解析，请粘贴完整的 PEM 内容（含首尾行）"
+        ) from None
     try:
         load_pem_public_key(account.provider_public_key.strip().encode())
     except (ValueError, TypeError):
-        raise MerchantKeyError("provider_public_key", "支付机构公钥无法解析，请粘贴完整的 PEM 内容（含首尾行）") from None
+        raise MerchantKeyError(
+            "provider_public_key", "支付机构公钥无法解析，请粘贴完整的 PEM 内容（含首尾行）"
+        ) from None
     if wechat:
         if not account.serial_no:
             raise MerchantKeyError("serial_no", "微信支付需要商户证书序列号")
@@ -40,10 +45,18 @@ def check_keys(account: MerchantAccount) -> None:
             raise MerchantKeyError("provider_public_key_id", "微信支付公钥 ID 以 PUB_KEY_ID_ 开头")
         if len(account.api_v3_key or "") != 32:
             raise MerchantKeyError("new_api_v3_key", "APIv3 密钥应为 32 个字符")
-    elif not (account.mch_id.startswith("2088") and account.mch_id.isdigit() and len(account.mch_id) == 16):
+    elif not (
+        account.mch_id.startswith("2088") and account.mch_id.isdigit() and len(account.mch_id) == 16
+    ):
         raise MerchantKeyError("mch_id", "支付宝卖家用户号为 2088 开头的 16 位数字")
-    if account.gateway_url and not account.gateway_url.startswith("https://") and not is_development():
-        raise MerchantKeyError("gateway_url", "生产环境只能使用 https 网关；留空即为支付机构正式网关")
+    if (
+        account.gateway_url
+        and not account.gateway_url.startswith("https://")
+        and not is_development()
+    ):
+        raise MerchantKeyError(
+            "gateway_url", "生产环境只能使用 https 网关；留空即为支付机构正式网关"
+        )
 
 
 def check_merchant(account: MerchantAccount) -> tuple[bool, str]:
@@ -52,6 +65,11 @@ def check_merchant(account: MerchantAccount) -> tuple[bool, str]:
     adapter = for_merchant(merchant_by_key(account.provider, str(account.pk)))
     probe = "GHCHECK" + secrets.token_hex(6).upper()
     try:
+        if isinstance(adapter, WechatPayProvider):  # its "no such order" must be verified too
+            status, code = adapter.signed_probe(probe)
+            if status == 404 and code == "ORDER_NOT_EXIST":
+                return True, "连接正常：签名、应答验签均通过"
+            return False, f"支付机构拒绝：{status} {code}"
         adapter.query_order(probe)
     except ProviderTimeout as exc:
         return False, f"支付机构无应答或应答验签失败（{exc}）"

@@ -11,8 +11,6 @@ from django.test import Client
 
 from guahao.console.testing import superuser_client
 from guahao.csp import current_policy, policy
-from guahao.payments import services as payments
-from guahao.payments.tests.helpers import make_hold
 from guahao.testing import api_client, make_account, make_hospital
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +20,9 @@ pytestmark = pytest.mark.django_db
 
 
 def test_a_body_over_the_limit_gets_413_in_chinese(settings):
-    body = json.dumps({"phone": "13800138000", "padding": "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE})
+    body = json.dumps(
+        {"phone": "13800138000", "padding": "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE}
+    )
     response = Client().post("/api/v1/auth/sms-code", body, content_type="application/json")
     assert response.status_code == 413
     assert response.json() == {"code": "payload_too_large", "message": "请求内容过大"}
@@ -106,9 +106,3 @@ def test_admin_pages_carry_the_policy_and_need_no_inline_code(client):
     assert_guarded_page(client.get("/admin/"))
     assert_guarded_page(client.get("/admin/catalog/hospital/"))
     assert_guarded_page(client.get("/admin/catalog/hospital/add/"))
-
-
-def test_the_sandbox_cashier_carries_the_policy_and_needs_no_inline_code(client):
-    payment, params = payments.start_payment(hold=make_hold())
-    html = assert_guarded_page(client.get(f"/sandbox/pay/{payment.out_trade_no}"))
-    assert "/static/payments/sandbox_pay.css" in html

@@ -65,7 +65,9 @@ def merchant_for(*, hospital_id: int, channel: str) -> Merchant:
     provider = PROVIDER_OF_CHANNEL.get(channel)
     if provider is None:
         raise NoMerchant(f"channel {channel!r} has no provider")
-    rows = MerchantAccount.objects.filter(Q(hospital_id=hospital_id) | Q(hospital=None), provider=provider)
+    rows = MerchantAccount.objects.filter(
+        Q(hospital_id=hospital_id) | Q(hospital=None), provider=provider
+    )
     accounts = {a.hospital_id: a for a in rows}
     account = accounts.get(hospital_id) or accounts.get(None)
     if account is not None:
@@ -123,14 +125,28 @@ def _sandbox_merchants(url: str, keys_path: str) -> dict[str, Merchant]:
     base = url.rstrip("/")
     return {
         WECHATPAY: Merchant(
-            provider=WECHATPAY, key=SANDBOX, app_id=wx.appid, mch_id=wx.mchid, serial_no=wx.merchant_serial_no,
-            private_key=wx.merchant_private_key, provider_public_key=wx.platform_public_key,
-            provider_public_key_id=wx.platform_public_key_id, api_v3_key=wx.apiv3_key, gateway_url=base,
+            provider=WECHATPAY,
+            key=SANDBOX,
+            app_id=wx.appid,
+            mch_id=wx.mchid,
+            serial_no=wx.merchant_serial_no,
+            private_key=wx.merchant_private_key,
+            provider_public_key=wx.platform_public_key,
+            provider_public_key_id=wx.platform_public_key_id,
+            api_v3_key=wx.apiv3_key,
+            gateway_url=base,
         ),
         ALIPAY: Merchant(
-            provider=ALIPAY, key=SANDBOX, app_id=ali.app_id, mch_id=ali.seller_id, serial_no="",
-            private_key=ali.app_private_key, provider_public_key=ali.alipay_public_key,
-            provider_public_key_id="", api_v3_key="", gateway_url=base + "/gateway.do",
+            provider=ALIPAY,
+            key=SANDBOX,
+            app_id=ali.app_id,
+            mch_id=ali.seller_id,
+            serial_no="",
+            private_key=ali.app_private_key,
+            provider_public_key=ali.alipay_public_key,
+            provider_public_key_id="",
+            api_v3_key="",
+            gateway_url=base + "/gateway.do",
         ),
     }
 

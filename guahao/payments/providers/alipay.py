@@ -46,7 +46,13 @@ PRODUCTION_GATEWAY = "https://openapi.alipay.com/gateway.do"
 TIMEOUT_SECONDS = 10
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 NOT_EXIST = "ACQ.TRADE_NOT_EXIST"
-_NETWORK_ERRORS = (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException)
+_NETWORK_ERRORS = (
+    urllib.error.URLError,
+    socket.timeout,
+    TimeoutError,
+    ConnectionError,
+    http.client.HTTPException,
+)
 
 
 class AlipayProvider:
@@ -81,7 +87,9 @@ class AlipayProvider:
         """No call to Alipay: the signed URL is the order, created when the patient opens it."""
         extra = {}
         if request.expires_at is not None:
-            extra["time_expire"] = request.expires_at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+            extra["time_expire"] = request.expires_at.astimezone(LOCAL_TZ).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            )
         query = self.client.api_alipay_trade_wap_pay(
             subject=request.description,
             out_trade_no=request.out_trade_no,
@@ -107,7 +115,9 @@ class AlipayProvider:
             state = "SUCCESS" if answer.get("send_pay_date") else "CLOSED"
         else:
             state = "NOTPAY"
-        return TradeStatus(out_trade_no, state, _fen(answer.get("total_amount", "0")), answer.get("trade_no", ""))
+        return TradeStatus(
+            out_trade_no, state, _fen(answer.get("total_amount", "0")), answer.get("trade_no", "")
+        )
 
     def close_order(self, out_trade_no: str) -> None:
         try:
@@ -118,7 +128,9 @@ class AlipayProvider:
 
     # --- refunds --------------------------------------------------------------------------------
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str) -> RefundStatus:  # noqa: ARG002
+    def refund(
+        self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str
+    ) -> RefundStatus:  # noqa: ARG002
         answer = self._call(
             self.client.api_alipay_trade_refund,
             refund_amount=yuan_of(amount_fen),
@@ -133,19 +145,27 @@ class AlipayProvider:
 
     def query_refund(self, out_refund_no: str, *, out_trade_no: str) -> RefundStatus:
         answer = self._call(
-            self.client.api_alipay_trade_fastpay_refund_query, out_request_no=out_refund_no, out_trade_no=out_trade_no
+            self.client.api_alipay_trade_fastpay_refund_query,
+            out_request_no=out_refund_no,
+            out_trade_no=out_trade_no,
         )
         if not answer.get("refund_amount") and not answer.get("refund_status"):
             # Alipay answers 10000 without a refund for a number it never received.
             raise ProviderRefused("no such refund", code="REFUND_NOT_EXIST")
-        state = "SUCCESS" if answer.get("refund_status", "REFUND_SUCCESS") == "REFUND_SUCCESS" else "PROCESSING"
+        state = (
+            "SUCCESS"
+            if answer.get("refund_status", "REFUND_SUCCESS") == "REFUND_SUCCESS"
+            else "PROCESSING"
+        )
         return RefundStatus(out_refund_no, state, _fen(answer.get("refund_amount", "0")))
 
     # --- notifications --------------------------------------------------------------------------
 
     def parse_notification(self, *, headers: dict[str, str], body: bytes) -> Notification:  # noqa: ARG002
         try:
-            data = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
+            data = dict(
+                parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+            )
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadNotification("notification is not a form") from exc
         sign = data.pop("sign", "")
@@ -158,11 +178,15 @@ class AlipayProvider:
         if not verified:
             raise BadNotification("signature did not verify")
         _check_notify_time(data.get("notify_time", ""))
-        remember_nonce(provider=NAME, nonce=f"{data.get('notify_id', '')[:40]}|{data.get('notify_time', '')}")
+        remember_nonce(
+            provider=NAME, nonce=f"{data.get('notify_id', '')[:40]}|{data.get('notify_time', '')}"
+        )
         if data.get("app_id") != self.merchant.app_id:
             raise MismatchedNotification(f"app_id {data.get('app_id')!r} is not this merchant's")
         if data.get("seller_id") and data.get("seller_id") != self.merchant.mch_id:
-            raise MismatchedNotification(f"seller_id {data.get('seller_id')!r} is not this merchant's")
+            raise MismatchedNotification(
+                f"seller_id {data.get('seller_id')!r} is not this merchant's"
+            )
         out_trade_no, trade_no = data.get("out_trade_no", ""), data.get("trade_no", "")
         if data.get("refund_fee") and data.get("out_biz_no"):
             return Notification(
@@ -174,7 +198,12 @@ class AlipayProvider:
                 cumulative=True,
             )
         if data.get("trade_status") in ("TRADE_SUCCESS", "TRADE_FINISHED"):
-            return Notification("trade", out_trade_no, _fen(data.get("total_amount", ""), bad=BadNotification), trade_no)
+            return Notification(
+                "trade",
+                out_trade_no,
+                _fen(data.get("total_amount", ""), bad=BadNotification),
+                trade_no,
+            )
         return Notification("ignored", out_trade_no, 0, trade_no)
 
     def notification_reply(self, *, ok: bool) -> tuple[int, str, bytes]:
@@ -195,7 +224,9 @@ class AlipayProvider:
                 return None
             raise
         try:
-            with urllib.request.urlopen(answer["bill_download_url"], timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+            with urllib.request.urlopen(
+                answer["bill_download_url"], timeout=TIMEOUT_SECONDS
+            ) as response:  # noqa: S310
                 data = response.read()
         except _NETWORK_ERRORS as exc:
             raise ProviderTimeout(f"bill download: {type(exc).__name__}") from exc

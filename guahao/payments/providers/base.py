@@ -111,7 +111,9 @@ class PaymentProvider(Protocol):
 
     def close_order(self, out_trade_no: str) -> None: ...
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str) -> RefundStatus:
+    def refund(
+        self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str
+    ) -> RefundStatus:
         """Idempotent by out_refund_no: the same number twice is one refund."""
         ...
 

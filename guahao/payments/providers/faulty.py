@@ -43,16 +43,25 @@ class FaultyProvider(FaultQueue):
     def close_order(self, out_trade_no: str) -> None:
         return self.act("close_order", lambda: self.inner.close_order(out_trade_no))
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str) -> RefundStatus:
+    def refund(
+        self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str
+    ) -> RefundStatus:
         return self.act(
             "refund",
             lambda: self.inner.refund(
-                out_trade_no=out_trade_no, out_refund_no=out_refund_no, amount_fen=amount_fen, total_fen=total_fen, reason=reason
+                out_trade_no=out_trade_no,
+                out_refund_no=out_refund_no,
+                amount_fen=amount_fen,
+                total_fen=total_fen,
+                reason=reason,
             ),
         )
 
     def query_refund(self, out_refund_no: str, *, out_trade_no: str) -> RefundStatus:
-        return self.act("query_refund", lambda: self.inner.query_refund(out_refund_no, out_trade_no=out_trade_no))
+        return self.act(
+            "query_refund",
+            lambda: self.inner.query_refund(out_refund_no, out_trade_no=out_trade_no),
+        )
 
     def parse_notification(self, *, headers: dict[str, str], body: bytes) -> Notification:
         return self.inner.parse_notification(headers=headers, body=body)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import requests
 from wechatpayv3 import WeChatPay, WeChatPayType
+from wechatpayv3.utils import build_authorization
 
 from guahao.payments.providers import Merchant
 from guahao.payments.providers.base import (
@@ -50,7 +51,12 @@ _TRADE_STATES = {
     "REVOKED": "CLOSED",
     "PAYERROR": "CLOSED",
 }
-_REFUND_STATES = {"SUCCESS": "SUCCESS", "PROCESSING": "PROCESSING", "ABNORMAL": "ABNORMAL", "CLOSED": "ABNORMAL"}
+_REFUND_STATES = {
+    "SUCCESS": "SUCCESS",
+    "PROCESSING": "PROCESSING",
+    "ABNORMAL": "ABNORMAL",
+    "CLOSED": "ABNORMAL",
+}
 
 
 class WechatPayProvider:
@@ -94,9 +100,14 @@ class WechatPayProvider:
             common["time_expire"] = _rfc3339(request.expires_at)
         if request.payer_openid:
             answer = self._call(
-                self.client.pay, pay_type=WeChatPayType.JSAPI, payer={"openid": request.payer_openid}, **common
+                self.client.pay,
+                pay_type=WeChatPayType.JSAPI,
+                payer={"openid": request.payer_openid},
+                **common,
             )
-            return PayParams(request.out_trade_no, pay_url="", params=self.jsapi_params(answer["prepay_id"]))
+            return PayParams(
+                request.out_trade_no, pay_url="", params=self.jsapi_params(answer["prepay_id"])
+            )
         answer = self._call(
             self.client.pay,
             pay_type=WeChatPayType.H5,
@@ -105,7 +116,11 @@ class WechatPayProvider:
         )
         pay_url = answer["h5_url"]
         if request.return_url:  # WeChat sends the browser here after the cashier
-            pay_url += ("&" if "?" in pay_url else "?") + "redirect_url=" + quote(request.return_url, safe="")
+            pay_url += (
+                ("&" if "?" in pay_url else "?")
+                + "redirect_url="
+                + quote(request.return_url, safe="")
+            )
         return PayParams(request.out_trade_no, pay_url=pay_url, params={})
 
     def jsapi_params(self, prepay_id: str) -> dict[str, str]:
@@ -137,7 +152,9 @@ class WechatPayProvider:
 
     # --- refunds --------------------------------------------------------------------------------
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str) -> RefundStatus:
+    def refund(
+        self, *, out_trade_no: str, out_refund_no: str, amount_fen: int, total_fen: int, reason: str
+    ) -> RefundStatus:
         answer = self._call(
             self.client.refund,
             out_refund_no=out_refund_no,
@@ -149,7 +166,9 @@ class WechatPayProvider:
         return _refund_status(answer, out_refund_no)
 
     def query_refund(self, out_refund_no: str, *, out_trade_no: str) -> RefundStatus:  # noqa: ARG002 (the port's)
-        return _refund_status(self._call(self.client.query_refund, out_refund_no=out_refund_no), out_refund_no)
+        return _refund_status(
+            self._call(self.client.query_refund, out_refund_no=out_refund_no), out_refund_no
+        )
 
     # --- notifications --------------------------------------------------------------------------
 
@@ -181,7 +200,9 @@ class WechatPayProvider:
             raise MismatchedNotification(f"mchid {resource.get('mchid')!r} is not this merchant's")
         if event.startswith("TRANSACTION."):
             if resource.get("appid") != self.merchant.app_id:
-                raise MismatchedNotification(f"appid {resource.get('appid')!r} is not this merchant's")
+                raise MismatchedNotification(
+                    f"appid {resource.get('appid')!r} is not this merchant's"
+                )
             if resource.get("trade_state") != "SUCCESS":
                 return Notification("ignored", resource.get("out_trade_no", ""), 0, "")
             return Notification(
@@ -204,14 +225,24 @@ class WechatPayProvider:
     def notification_reply(self, *, ok: bool) -> tuple[int, str, bytes]:
         # WeChat reads the status: 2xx is received, anything else is sent again.
         if ok:
-            return 200, "application/json", b'{"code":"SUCCESS","message":"\xe6\x88\x90\xe5\x8a\x9f"}'
-        return 401, "application/json", b'{"code":"FAIL","message":"\xe9\xaa\x8c\xe7\xad\xbe\xe5\xa4\xb1\xe8\xb4\xa5"}'
+            return (
+                200,
+                "application/json",
+                b'{"code":"SUCCESS","message":"\xe6\x88\x90\xe5\x8a\x9f"}',
+            )
+        return (
+            401,
+            "application/json",
+            b'{"code":"FAIL","message":"\xe9\xaa\x8c\xe7\xad\xbe\xe5\xa4\xb1\xe8\xb4\xa5"}',
+        )
 
     # --- bills ----------------------------------------------------------------------------------
 
     def download_bill(self, day: dt.date) -> BillFile | None:
         try:
-            answer = self._call(self.client.trade_bill, bill_date=day.isoformat(), bill_type="ALL", tar_type="GZIP")
+            answer = self._call(
+                self.client.trade_bill, bill_date=day.isoformat(), bill_type="ALL", tar_type="GZIP"
+            )
         except ProviderRefused as exc:
             if exc.code == "NO_STATEMENT_EXIST":
                 return None
@@ -224,6 +255,36 @@ class WechatPayProvider:
         if code != 200 or not isinstance(data, bytes):
             raise ProviderTimeout(f"bill download answered {code}")
         return BillFile(data, "wechat", answer.get("hash_type", ""), answer.get("hash_value", ""))
+
+    def signed_probe(self, out_trade_no: str) -> tuple[int, str]:
+        """Query `out_trade_no` and verify the answer's signature whatever its status (the SDK checks
+        2xx answers only, and "no such order" is a 404): (status, WeChat's code). For the console's
+        merchant test. Raises ProviderTimeout when there is no answer or it is not signed by the
+        merchant's WeChat Pay key."""
+        core = self.client._core
+        path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={self.merchant.mch_id}"
+        authorization = build_authorization(
+            path, "GET", self.merchant.mch_id, self.merchant.serial_no, core._private_key
+        )
+        try:
+            response = requests.get(
+                core._gate_way + path,
+                headers={"Authorization": authorization, "Accept": "application/json"},
+                timeout=TIMEOUT,
+            )
+        except requests.RequestException as exc:
+            raise ProviderTimeout(f"WeChat Pay did not answer: {type(exc).__name__}") from exc
+        try:
+            verified = core._verify_signature(response.headers, response.text)
+        except Exception:  # an unsupported or missing signature type
+            verified = False
+        if not verified:
+            raise ProviderTimeout("WeChat Pay answer signature did not verify")
+        try:
+            code = str(response.json().get("code", ""))
+        except ValueError:
+            code = ""
+        return response.status_code, code
 
     # --- the SDK's answers ----------------------------------------------------------------------
 
@@ -261,4 +322,3 @@ def _refund_status(answer: dict, out_refund_no: str) -> RefundStatus:
 
 def _rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone(dt.timedelta(hours=8))).replace(microsecond=0).isoformat()
-

@@ -86,13 +86,13 @@ def compare_bill(*, provider: str, day: dt.date, bill_rows: Iterable[BillRow]) -
     expected in the bill: when it is there, the patient was paid back twice (status differs)."""
     rows = list(bill_rows)
     start, end = day_bounds(day)
-    ours, our_refunds = _scope(provider)
+    our_payments, our_refunds = _scope(provider)
     result = Comparison(rows=len(rows))
     payment_rows = [r for r in rows if r.kind == "payment"]
     refund_rows = [r for r in rows if r.kind == "refund"]
     payments = {
         p.out_trade_no: p
-        for p in Payment.objects.filter(**ours, out_trade_no__in=[r.out_trade_no for r in payment_rows])
+        for p in Payment.objects.filter(**our_payments, out_trade_no__in=[r.out_trade_no for r in payment_rows])
         .select_related("hold__session")
         .iterator(chunk_size=2000)
     }
@@ -155,7 +155,7 @@ def compare_bill(*, provider: str, day: dt.date, bill_rows: Iterable[BillRow]) -
 
     in_bill = {r.out_trade_no for r in payment_rows}
     for payment in (
-        Payment.objects.filter(**ours, state=Payment.State.PAID, paid_at__gte=start, paid_at__lt=end)
+        Payment.objects.filter(**our_payments, state=Payment.State.PAID, paid_at__gte=start, paid_at__lt=end)
         .exclude(out_trade_no__in=in_bill)
         .select_related("hold__session")
     ):

@@ -1,6 +1,7 @@
 """Reconciliation (对账): the providers' bill formats read back exactly what was written; a day's bill
 against our books yields exactly the differences there are; a tampered bill is refused; a rerun
-updates instead of duplicating; finance works the queue in the console, every close audited."""
+updates instead of duplicating; each merchant's bill is downloaded from its provider (here the
+sandbox gateway, for both providers); finance works the queue in the console, every close audited."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from guahao.console import roles
 from guahao.console.models import AuditEntry
 from guahao.console.testing import console_client, make_staff
 from guahao.his.base import RegistrationRecord
-from guahao.payments.models import Discrepancy, Payment, ReconciliationRun, Refund, SandboxTrade
+from guahao.payments import services as payments
+from guahao.payments.models import Discrepancy, Payment, ReconciliationRun, Refund
 from guahao.payments.reconciliation import his as his_day
-from guahao.payments.reconciliation import services
+from guahao.payments.reconciliation import run_day, services
 from guahao.payments.reconciliation.bills import (
     SUCCESS,
     BillError,
@@ -32,11 +34,20 @@ from guahao.payments.reconciliation.bills import (
     write_alipay_bill,
     write_wechat_bill,
 )
-from guahao.payments.reconciliation.sandbox import sandbox_bill
-from guahao.payments.tests.helpers import make_hold
+from guahao.payments.tests.helpers import (
+    CHANNELS,
+    accepted,
+    deliver,
+    make_hold,
+    paid_payment,
+    refund_deliveries,
+)
+from guahao.testing import payment_sandbox
 
 DAY = dt.date(2026, 11, 25)
 QUEUE = "/admin/payments/discrepancy/"
+# The bill source of the development sandbox's WeChat Pay merchant.
+SOURCE = "wechatpay:sandbox"
 
 
 def at(hour: int, minute: int = 0, second: int = 0, *, day: dt.date = DAY) -> dt.datetime:
@@ -112,17 +123,25 @@ def paid_payments(hold: Hold, count: int, *, start: int = 0, day: dt.date = DAY)
     paid_at = at(10, day=day)
     Payment.objects.bulk_create(
         Payment(
-            hold=hold, account=hold.account, provider="sandbox", channel="wechat", out_trade_no=f"GH{n:06d}",
+            hold=hold, account=hold.account, provider="wechatpay", merchant_key="sandbox", channel="wechat",
+            out_trade_no=f"GH{n:06d}",
             provider_trade_no=f"42{n:08d}", amount_fen=1000 + n, state=Payment.State.PAID, created_at=paid_at,
             opened_at=paid_at, expires_at=paid_at, paid_at=paid_at + dt.timedelta(seconds=n),
         )
         for n in range(start, start + count)
     )  # fmt: skip
-    return list(Payment.objects.filter(out_trade_no__in=[f"GH{n:06d}" for n in range(start, start + count)]))
+    return list(
+        Payment.objects.filter(out_trade_no__in=[f"GH{n:06d}" for n in range(start, start + count)])
+    )
 
 
 def bill_of(payments: list[Payment]) -> list[BillRow]:
-    return [BillRow("payment", p.out_trade_no, "", p.provider_trade_no, p.amount_fen, SUCCESS, p.paid_at) for p in payments]
+    return [
+        BillRow(
+            "payment", p.out_trade_no, "", p.provider_trade_no, p.amount_fen, SUCCESS, p.paid_at
+        )
+        for p in payments
+    ]
 
 
 @pytest.fixture
@@ -145,9 +164,11 @@ def open_items() -> set[tuple[str, str]]:
 
 def test_a_thousand_row_bill_yields_exactly_the_three_differences(thousand):
     hold, bill = thousand
+    # WeChat's hash_value is over the bill before gzip, as its download answer gives it.
     run = services.reconcile_bill(
-        provider="sandbox", day=DAY, bill=bill, bill_format="wechat", hash_type="SHA1", hash_value=sha1_of(bill)
-    )
+        provider=SOURCE, day=DAY, bill=bill, bill_format="wechat", hash_type="SHA1",
+        hash_value=sha1_of(gzip.decompress(bill)),
+    )  # fmt: skip
     assert run.status == ReconciliationRun.Status.OK
     assert (run.bill_rows, run.matched, run.discrepancies) == (1000, 998, 3)
     assert open_items() == {
@@ -166,26 +187,56 @@ def test_a_bill_whose_hash_does_not_match_is_refused_and_nothing_is_recorded(tho
     tampered = gzip.compress(gzip.decompress(bill).replace(b"`10.41", b"`1.41"), mtime=0)
     assert tampered != bill
     run = services.reconcile_bill(
-        provider="sandbox", day=DAY, bill=tampered, bill_format="wechat", hash_type="SHA1", hash_value=sha1_of(bill)
-    )
+        provider=SOURCE, day=DAY, bill=tampered, bill_format="wechat", hash_type="SHA1",
+        hash_value=sha1_of(gzip.decompress(bill)),
+    )  # fmt: skip
     assert run.status == ReconciliationRun.Status.FAILED
     assert "校验失败" in run.error
     assert run.bill_sha1 == sha1_of(tampered)
     assert not Discrepancy.objects.exists()
 
 
-def test_rerunning_a_day_updates_the_run_and_keeps_one_row_per_difference(thousand, django_user_model):
+def test_a_hash_over_the_compressed_file_is_not_wechats_and_is_refused(thousand):
+    _hold, bill = thousand
+    run = services.reconcile_bill(
+        provider=SOURCE,
+        day=DAY,
+        bill=bill,
+        bill_format="wechat",
+        hash_type="SHA1",
+        hash_value=sha1_of(bill),
+    )
+    assert run.status == ReconciliationRun.Status.FAILED
+    assert not Discrepancy.objects.exists()
+
+
+def test_a_bill_that_is_not_gzip_after_all_is_refused(thousand):
+    _hold, bill = thousand
+    damaged = bill[: len(bill) // 2]
+    run = services.reconcile_bill(
+        provider=SOURCE, day=DAY, bill=damaged, bill_format="wechat", hash_type="SHA1",
+        hash_value=sha1_of(gzip.decompress(bill)),
+    )  # fmt: skip
+    assert run.status == ReconciliationRun.Status.FAILED
+    assert not Discrepancy.objects.exists()
+
+
+def test_rerunning_a_day_updates_the_run_and_keeps_one_row_per_difference(
+    thousand, django_user_model
+):
     _hold, bill = thousand
     rows = parse_wechat_bill(bill)
-    first = services.reconcile(provider="sandbox", day=DAY, bill_rows=rows)
-    again = services.reconcile(provider="sandbox", day=DAY, bill_rows=rows)
+    first = services.reconcile(provider=SOURCE, day=DAY, bill_rows=rows)
+    again = services.reconcile(provider=SOURCE, day=DAY, bill_rows=rows)
     assert again.pk == first.pk and ReconciliationRun.objects.count() == 1
     assert Discrepancy.objects.count() == 3
 
     handled = Discrepancy.objects.get(kind=Discrepancy.Kind.PROVIDER_ONLY)
-    services.mark_resolved(discrepancy_id=handled.pk, staff_username="li.finance", note="支付机构确认为测试订单")
+    services.mark_resolved(
+        discrepancy_id=handled.pk, staff_username="li.finance", note="支付机构确认为测试订单"
+    )
     Payment.objects.filter(out_trade_no="GH000042").update(amount_fen=1043)  # our side corrected
-    services.reconcile(provider="sandbox", day=DAY, bill_rows=rows)
+    services.reconcile(provider=SOURCE, day=DAY, bill_rows=rows)
 
     assert Discrepancy.objects.count() == 3
     assert open_items() == {(Discrepancy.Kind.OURS_ONLY, "GH000500")}
@@ -207,7 +258,7 @@ def test_refunds_are_matched_by_refund_number_and_a_manual_one_in_the_bill_is_fl
         BillRow("refund", payment.out_trade_no, refunds[0].refund_no, "", 500, SUCCESS, at(11)),
         BillRow("refund", payment.out_trade_no, refunds[1].refund_no, "", 500, SUCCESS, at(11)),
     ]
-    run = services.reconcile(provider="sandbox", day=DAY, bill_rows=rows)
+    run = services.reconcile(provider=SOURCE, day=DAY, bill_rows=rows)
     assert run.matched == 2
     assert set(Discrepancy.objects.values_list("kind", "out_refund_no")) == {
         (Discrepancy.Kind.STATUS_DIFFERS, refunds[1].refund_no),
@@ -219,53 +270,175 @@ def test_refunds_are_matched_by_refund_number_and_a_manual_one_in_the_bill_is_fl
 def test_only_our_payments_of_that_shanghai_day_are_expected_in_its_bill(db):
     hold = make_hold()
     paid_payments(hold, 1, day=DAY - dt.timedelta(days=1))
-    Payment.objects.update(paid_at=at(23, 59, day=DAY - dt.timedelta(days=1)))  # 15:59 UTC of the day before
-    services.reconcile(provider="sandbox", day=DAY, bill_rows=[])
+    Payment.objects.update(
+        paid_at=at(23, 59, day=DAY - dt.timedelta(days=1))
+    )  # 15:59 UTC of the day before
+    services.reconcile(provider=SOURCE, day=DAY, bill_rows=[])
     assert not Discrepancy.objects.exists()
+
+
+# --- bills downloaded from the providers (the sandbox gateway) ----------------------------------
+#
+# The gateway keeps its books for the whole test run, whatever the tests' databases roll back: each
+# test below pays on a day of its own, so that day's bills hold its payments only.
+
+
+def pay_through_the_gateway(day: dt.date, channel: str, *, refund_fen: int = 0) -> Payment:
+    """An order of `day` paid at the provider and settled by its notification (10:00 Beijing
+    time), with an optional partial refund that succeeds the same day."""
+    with clock.frozen_at(at(10, day=day)):
+        payment = paid_payment(make_hold(channel))
+        if refund_fen:
+            refund = payments.request_refund(
+                payment=payment,
+                amount_fen=refund_fen,
+                reason="部分退款",
+                refund_no=f"RF{payment.out_trade_no}",
+            )
+            payments.submit_refund(refund_id=refund.id)
+            for delivery in refund_deliveries(payment):
+                assert accepted(payment.provider, deliver(delivery))
+    payment.refresh_from_db()
+    return payment
+
+
+def only_ours(day: dt.date, provider: str) -> Payment:
+    """A payment our books have as paid on `day` that the provider never saw."""
+    hold = make_hold()
+    paid_at = at(11, day=day)
+    return Payment.objects.create(
+        hold=hold, account=hold.account, provider=provider, merchant_key="sandbox", channel="wechat",
+        out_trade_no=f"GHONLYOURS{provider}{day:%m%d}", provider_trade_no="", amount_fen=1000,
+        state=Payment.State.PAID, created_at=paid_at, opened_at=paid_at, expires_at=paid_at, paid_at=paid_at,
+    )  # fmt: skip
+
+
+def test_the_gateways_bills_are_its_own_ledger_of_the_day(db, booking_calls):
+    day = dt.date(2026, 3, 2)
+    wechat = pay_through_the_gateway(day, "wechat", refund_fen=300)
+    alipay = pay_through_the_gateway(day, "alipay", refund_fen=300)
+    gateway = payment_sandbox()
+
+    wechat_rows = parse_wechat_bill(gateway.bill("wechat", day))
+    assert [(r.kind, r.out_trade_no, r.out_refund_no, r.amount_fen) for r in wechat_rows] == [
+        ("payment", wechat.out_trade_no, "", 1000),
+        ("refund", wechat.out_trade_no, f"RF{wechat.out_trade_no}", 300),
+    ]
+    assert wechat_rows[0].provider_trade_no == wechat.provider_trade_no
+    alipay_rows = parse_alipay_bill(gateway.bill("alipay", day))
+    assert [(r.kind, r.out_trade_no, r.out_refund_no, r.amount_fen) for r in alipay_rows] == [
+        ("payment", alipay.out_trade_no, "", 1000),
+        ("refund", alipay.out_trade_no, f"RF{alipay.out_trade_no}", 300),
+    ]
+    assert parse_wechat_bill(gateway.bill("wechat", day + dt.timedelta(days=1))) == []
+
+
+def test_run_day_downloads_each_merchants_bill_and_finds_the_books_in_order(db, booking_calls):
+    day = dt.date(2026, 3, 3)
+    paid = {channel: [pay_through_the_gateway(day, channel, refund_fen=300), pay_through_the_gateway(day, channel)]
+            for channel in CHANNELS}  # fmt: skip
+    with clock.frozen_at(
+        at(3, day=day + dt.timedelta(days=1))
+    ):  # the bills are ready the next morning
+        runs = run_day(day=day, his=False)
+
+    by_source = {run.provider: run for run in runs}
+    assert set(by_source) >= {"wechatpay:sandbox", "alipay:sandbox"}
+    for source in ("wechatpay:sandbox", "alipay:sandbox"):
+        run = by_source[source]
+        assert run.status == ReconciliationRun.Status.OK, run.error
+        assert (run.bill_rows, run.matched, run.discrepancies) == (
+            3,
+            3,
+            0,
+        )  # two payments, one refund
+    assert by_source["wechatpay:sandbox"].bill_sha1  # the downloaded file's digest is kept
+    assert not Discrepancy.objects.exists()
+    assert len(paid["wechat"]) == len(paid["alipay"]) == 2
+
+
+def test_run_day_finds_a_payment_only_we_have_and_reruns_without_duplicates(db, booking_calls):
+    day = dt.date(2026, 3, 4)
+    pay_through_the_gateway(day, "wechat")
+    pay_through_the_gateway(day, "alipay")
+    ours = only_ours(day, "alipay")
+    with clock.frozen_at(at(3, day=day + dt.timedelta(days=1))):
+        run_day(day=day, source="alipay", his=False)
+        (run,) = run_day(day=day, source="alipay", his=False)
+    assert (run.provider, run.bill_rows, run.matched, run.discrepancies) == (
+        "alipay:sandbox",
+        1,
+        1,
+        1,
+    )
+    assert ReconciliationRun.objects.filter(day=day).count() == 1  # WeChat's merchant was not asked
+    assert open_items() == {(Discrepancy.Kind.OURS_ONLY, ours.out_trade_no)}
+
+
+def test_a_bill_that_cannot_be_downloaded_fails_its_run_and_the_others_still_run(db, booking_calls):
+    day = dt.date(2026, 3, 5)
+    pay_through_the_gateway(day, "wechat")
+    pay_through_the_gateway(day, "alipay")
+    payment_sandbox().fault("wechat.bill", "error")
+    with clock.frozen_at(at(3, day=day + dt.timedelta(days=1))):
+        runs = {run.provider: run for run in run_day(day=day, his=False)}
+    assert runs["wechatpay:sandbox"].status == ReconciliationRun.Status.FAILED
+    assert "账单下载失败" in runs["wechatpay:sandbox"].error
+    assert runs["alipay:sandbox"].status == ReconciliationRun.Status.OK
+    assert not Discrepancy.objects.exists()
+
+
+def test_a_day_without_trades_has_no_bill_and_our_payments_of_it_are_still_looked_for(db):
+    day = dt.date(2026, 3, 6)
+    ours = only_ours(day, "wechatpay")
+    with clock.frozen_at(at(3, day=day + dt.timedelta(days=1))):
+        (run,) = run_day(day=day, source="wechatpay", his=False)
+    assert (run.status, run.bill_rows, run.discrepancies) == (ReconciliationRun.Status.OK, 0, 1)
+    assert open_items() == {(Discrepancy.Kind.OURS_ONLY, ours.out_trade_no)}
 
 
 # --- the command -------------------------------------------------------------------------------
 
 
-def sandbox_trade_of(payment: Payment) -> SandboxTrade:
-    return SandboxTrade.objects.create(
-        out_trade_no=payment.out_trade_no, transaction_id=payment.provider_trade_no, amount_fen=payment.amount_fen,
-        description="挂号费", notify_url="http://localhost/", state=SandboxTrade.State.SUCCESS,
-        created_at=payment.paid_at, paid_at=payment.paid_at,
-    )  # fmt: skip
+def test_reconcile_command_prints_a_chinese_summary_and_exits_1_while_differences_are_open(
+    db, booking_calls
+):
+    day = dt.date(2026, 3, 9)
+    pay_through_the_gateway(day, "wechat")
+    missing = only_ours(day, "wechatpay")
 
+    with clock.frozen_at(at(9, day=day + dt.timedelta(days=1))):
+        out = io.StringIO()
+        with pytest.raises(SystemExit) as exit_:
+            call_command(
+                "reconcile",
+                "--date",
+                day.isoformat(),
+                "--provider",
+                "wechatpay",
+                "--no-his",
+                stdout=out,
+            )
+        assert exit_.value.code == 1
+        text = out.getvalue()
+        assert "对账日期：2026-03-09" in text
+        assert "[wechatpay:sandbox] 账单笔数 1，一致笔数 1，差异 1 笔" in text
+        assert "仅本系统有：1 笔" in text
 
-def test_the_sandbox_bill_is_its_own_ledger_of_the_day(db):
-    hold = make_hold()
-    payments = paid_payments(hold, 3)
-    for payment in payments:
-        sandbox_trade_of(payment)
-    data, sha1 = sandbox_bill(DAY)
-    assert sha1 == sha1_of(data)
-    assert [r.out_trade_no for r in parse_wechat_bill(data)] == [p.out_trade_no for p in payments]
-    assert parse_wechat_bill(sandbox_bill(DAY + dt.timedelta(days=1))[0]) == []
-
-
-def test_reconcile_command_prints_a_chinese_summary_and_exits_1_while_differences_are_open(db):
-    hold = make_hold()
-    matched, missing = paid_payments(hold, 2)
-    sandbox_trade_of(matched)
-
-    out = io.StringIO()
-    with pytest.raises(SystemExit) as exit_:
-        call_command("reconcile", "--date", DAY.isoformat(), "--no-his", stdout=out)
-    assert exit_.value.code == 1
-    text = out.getvalue()
-    assert "对账日期：2026-11-25" in text
-    assert "账单笔数 1，一致笔数 1，差异 1 笔" in text
-    assert "仅本系统有：1 笔" in text
-
-    item = Discrepancy.objects.get()
-    assert item.out_trade_no == missing.out_trade_no
-    services.mark_resolved(discrepancy_id=item.pk, staff_username="li.finance", note="已核实")
-    out = io.StringIO()
-    call_command("reconcile", "--date", DAY.isoformat(), "--no-his", stdout=out)  # no SystemExit: status 0
-    assert "未处理差异 0 笔" in out.getvalue()
+        item = Discrepancy.objects.get()
+        assert item.out_trade_no == missing.out_trade_no
+        services.mark_resolved(discrepancy_id=item.pk, staff_username="li.finance", note="已核实")
+        out = io.StringIO()
+        call_command(
+            "reconcile",
+            "--date",
+            day.isoformat(),
+            "--provider",
+            "wechatpay",
+            "--no-his",
+            stdout=out,
+        )
+        assert "未处理差异 0 笔" in out.getvalue()  # no SystemExit: status 0
 
 
 # --- HIS day list ------------------------------------------------------------------------------
@@ -286,15 +459,26 @@ def test_his_registrations_we_do_not_have_are_his_only(db, monkeypatch):
     monkeypatch.setattr(
         his_day,
         "adapter_for",
-        lambda _id: DayList([RegistrationRecord("HIS-1", "booked", fee_fen=1000), RegistrationRecord("HIS-2", "cancelled")]),
+        lambda _id: DayList(
+            [
+                RegistrationRecord("HIS-1", "booked", fee_fen=1000),
+                RegistrationRecord("HIS-2", "cancelled"),
+            ]
+        ),
     )
-    from guahao.payments.reconciliation import run_day
-
-    runs = run_day(day=DAY, provider="sandbox")
+    runs = run_day(day=DAY, source="his")
     his_run = next(r for r in runs if r.provider == his_day.his_source(hospital_id))
-    assert (his_run.status, his_run.bill_rows, his_run.discrepancies) == (ReconciliationRun.Status.OK, 1, 1)
+    assert (his_run.status, his_run.bill_rows, his_run.discrepancies) == (
+        ReconciliationRun.Status.OK,
+        1,
+        1,
+    )
     item = Discrepancy.objects.get(provider=his_run.provider)
-    assert (item.kind, item.out_trade_no, item.hospital_id) == (Discrepancy.Kind.HIS_ONLY, "HIS-1", hospital_id)
+    assert (item.kind, item.out_trade_no, item.hospital_id) == (
+        Discrepancy.Kind.HIS_ONLY,
+        "HIS-1",
+        hospital_id,
+    )
 
 
 # --- the console queue -------------------------------------------------------------------------
@@ -302,7 +486,7 @@ def test_his_registrations_we_do_not_have_are_his_only(db, monkeypatch):
 
 def test_finance_closes_a_difference_with_a_note_and_the_close_is_audited(thousand):
     hold, bill = thousand
-    services.reconcile(provider="sandbox", day=DAY, bill_rows=parse_wechat_bill(bill))
+    services.reconcile(provider=SOURCE, day=DAY, bill_rows=parse_wechat_bill(bill))
     user = make_staff(role=roles.FINANCE, hospitals=[hold.session.hospital])
     client = console_client(user)
 
@@ -315,13 +499,23 @@ def test_finance_closes_a_difference_with_a_note_and_the_close_is_audited(thousa
     chosen = {"action": "mark_resolved", "_selected_action": [item.pk]}
     confirm = client.post(QUEUE, chosen)
     assert confirm.status_code == 200 and "GH000042" in confirm.content.decode()
-    assert "请填写处理说明" in client.post(QUEUE, {**chosen, "apply": "yes", "note": " "}).content.decode()
+    assert (
+        "请填写处理说明"
+        in client.post(QUEUE, {**chosen, "apply": "yes", "note": " "}).content.decode()
+    )
     item.refresh_from_db()
     assert item.resolved_at is None
 
-    assert client.post(QUEUE, {**chosen, "apply": "yes", "note": "已与支付机构核实，差额 0.01 元已退"}).status_code == 302
+    assert (
+        client.post(
+            QUEUE, {**chosen, "apply": "yes", "note": "已与支付机构核实，差额 0.01 元已退"}
+        ).status_code
+        == 302
+    )
     item.refresh_from_db()
-    assert item.resolved_by == user.get_username() and item.resolution_note.startswith("已与支付机构核实")
+    assert item.resolved_by == user.get_username() and item.resolution_note.startswith(
+        "已与支付机构核实"
+    )
     audit = AuditEntry.objects.get(action=AuditEntry.Action.OTHER)
     assert "已与支付机构核实" in audit.detail and audit.hospital_id == hold.session.hospital_id
 

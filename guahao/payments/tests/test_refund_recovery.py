@@ -19,16 +19,9 @@ from guahao.booking.states import RegistrationStatus
 from guahao.booking.tests import conftest as booking_fixtures
 from guahao.notifications.models import OutboxEvent
 from guahao.payments import services
-from guahao.payments.models import Payment, Refund, SandboxNotification, SandboxRefund
-from guahao.payments.providers import sandbox
-from guahao.payments.providers.base import (
-    ProviderError,
-    ProviderRefused,
-    ProviderTimeout,
-    RefundStatus,
-)
-from guahao.payments.providers.sandbox import SandboxProvider
-from guahao.testing import api_client, run_worker
+from guahao.payments.models import Payment, Refund
+from guahao.payments.tests.helpers import refund_deliveries, run_worker_without_notifications
+from guahao.testing import api_client, open_pay_page, pay_at_provider, payment_sandbox, run_worker
 
 # The booking app's fixtures: a hospital with one session of four 25-yuan numbers, and a patient's
 # account ready to book there (assigned, not imported by name, so ruff sees them used).
@@ -36,49 +29,22 @@ world = booking_fixtures.world
 booker = booking_fixtures.booker
 
 PAST_FIRST_QUERY = services.FIRST_POLL + dt.timedelta(seconds=1)
+REFUND_CALL = {"wechatpay": "wechat.refund", "alipay": "alipay.trade.refund"}
 
 
-class Failing(SandboxProvider):
-    """The sandbox, except that `refund` fails the given way before the request reaches it."""
-
-    def __init__(self, error: ProviderError):
-        self.error = error
-
-    def refund(self, **kwargs) -> RefundStatus:
-        raise self.error
-
-
-class Recording(SandboxProvider):
-    """The sandbox, noting every refund call and query (with what the query answered)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def refund(self, **kwargs) -> RefundStatus:
-        self.calls.append(("refund", kwargs["out_refund_no"]))
-        return super().refund(**kwargs)
-
-    def query_refund(self, out_refund_no: str) -> RefundStatus:
-        try:
-            status = super().query_refund(out_refund_no)
-        except ProviderRefused:
-            self.calls.append(("query_refund:not_found", out_refund_no))
-            raise
-        self.calls.append((f"query_refund:{status.state}", out_refund_no))
-        return status
-
-
-def use_provider(monkeypatch: pytest.MonkeyPatch, gateway: SandboxProvider) -> None:
-    monkeypatch.setattr(services, "provider", lambda name=None: gateway)
-
-
-def book(world, booker) -> Registration:
-    """The patient holds the first number, pays on the sandbox cashier, and the worker registers it."""
+def book(world, booker, channel: str = "wechat") -> Registration:
+    """The patient holds the first number, pays on the provider's cashier, and the worker registers it."""
     account, patient = booker
-    hold = booking.hold_slot(account=account, slot_id=world.session.slots.order_by("seq").first().id)
-    booking.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
-    payment, _ = booking.pay_hold(account=account, hold_id=hold.id)
-    sandbox.pay(payment.out_trade_no)
+    hold = booking.hold_slot(
+        account=account, slot_id=world.session.slots.order_by("seq").first().id
+    )
+    booking.confirm_hold(
+        account=account, hold_id=hold.id, patient_id=patient.id, channel=channel, insurance=False
+    )
+    payment, params = booking.pay_hold(account=account, hold_id=hold.id)
+    if payment.provider == "alipay":
+        open_pay_page(params.pay_url)
+    pay_at_provider(payment.out_trade_no)
     run_worker()
     registration = Registration.objects.select_related("hold__payment").get(hold=hold)
     assert registration.status == RegistrationStatus.BOOKED
@@ -86,16 +52,11 @@ def book(world, booker) -> Registration:
 
 
 def cancel(registration: Registration) -> Refund:
-    cancelled = booking.cancel_registration(account=registration.account, registration_id=registration.id)
+    cancelled = booking.cancel_registration(
+        account=registration.account, registration_id=registration.id
+    )
     assert cancelled.status == RegistrationStatus.REFUNDING
     return Refund.objects.get(payment=registration.hold.payment)
-
-
-def drop_refund_notifications() -> None:
-    """The provider's REFUND.SUCCESS notifications never reach us (it gave up on our callback)."""
-    SandboxNotification.objects.filter(kind=sandbox.REFUND_SUCCESS, delivered_at__isnull=True).update(
-        given_up_at=clock.now()
-    )
 
 
 def status_seen_by_patient(registration: Registration) -> str:
@@ -111,10 +72,14 @@ def assert_refunded_exactly_once(payment: Payment, refund: Refund) -> None:
     assert payment.refunded_fen == payment.amount_fen == 2500
     assert Refund.objects.filter(payment=payment).count() == 1
     # The provider's side: one refund under our one refund number, so the money left once.
-    assert list(SandboxRefund.objects.filter(trade__out_trade_no=payment.out_trade_no).values_list(
-        "out_refund_no", "amount_fen", "state"
-    )) == [(refund.refund_no, 2500, "SUCCESS")]
-    assert OutboxEvent.objects.filter(topic="refund.succeeded", payload__refund_id=refund.id).count() == 1
+    assert [
+        (r.out_refund_no, r.amount_fen, r.state)
+        for r in payment_sandbox().refunds(payment.out_trade_no)
+    ] == [(refund.refund_no, 2500, "SUCCESS")]
+    assert (
+        OutboxEvent.objects.filter(topic="refund.succeeded", payload__refund_id=refund.id).count()
+        == 1
+    )
 
 
 def failed_listing() -> str:
@@ -129,63 +94,78 @@ def retry(refund_no: str) -> str:
     return out.getvalue()
 
 
-# --- a lost REFUND.SUCCESS notification ------------------------------------------------------------
+# --- a lost REFUND.SUCCESS notification (WeChat refunds finish after the answer) -----------------
 
 
-def test_a_cancellation_whose_refund_notification_is_lost_is_finished_by_the_poller(world, booker, caplog):
-    registration = book(world, booker)
+@pytest.fixture
+def bank_delay(monkeypatch):
+    """WeChat pays a refund out some time after accepting it (here 30 seconds)."""
+    monkeypatch.setattr(payment_sandbox(), "refund_delay", dt.timedelta(seconds=30))
+
+
+def test_a_cancellation_whose_refund_notification_is_lost_is_finished_by_the_poller(
+    world, booker, bank_delay, caplog
+):
+    registration = book(world, booker, "wechat")
     refund = cancel(registration)
-    drop_refund_notifications()
 
-    run_worker()
+    run_worker_without_notifications()  # WeChat's REFUND.SUCCESS never reaches us
     refund.refresh_from_db()
     assert refund.state == Refund.State.PROCESSING
     assert status_seen_by_patient(registration) == "refunding"  # 退费中 until the provider confirms
 
     with clock.travel(PAST_FIRST_QUERY), caplog.at_level(logging.INFO, logger="guahao.messages"):
-        run_worker()
+        run_worker_without_notifications()
         assert status_seen_by_patient(registration) == "cancelled"
     assert_refunded_exactly_once(registration.hold.payment, refund)
     # It was the poller's query, not a late notification, that finished it.
-    assert not SandboxNotification.objects.filter(kind=sandbox.REFUND_SUCCESS, delivered_at__isnull=False).exists()
+    assert [d.delivered_at for d in refund_deliveries(registration.hold.payment)] == [None]
     assert any("退款已完成" in r.text for r in caplog.records if r.name == "guahao.messages")
 
 
-def test_a_refund_notification_that_keeps_failing_is_finished_by_the_poller(world, booker):
+def test_a_refund_notification_that_keeps_failing_is_finished_by_the_poller(
+    world, booker, bank_delay
+):
     """The same with our callback answering 500 instead: the provider keeps re-sending, in vain."""
-    from guahao.worker import run_once
-
-    registration = book(world, booker)
+    registration = book(world, booker, "wechat")
     refund = cancel(registration)
 
-    def refuse(url: str, headers: dict[str, str], body: bytes) -> int:
-        return 500
+    def broken_callback(url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        return 500, b"Internal Server Error"
 
-    def run_worker_with_failing_callback() -> None:
-        while run_once(worker_id="test", send=refuse) > 0:
-            pass
+    def passes() -> None:
+        payment_sandbox().deliver_due(send=broken_callback)
+        run_worker_without_notifications()
 
-    run_worker_with_failing_callback()
+    passes()
     with clock.travel(PAST_FIRST_QUERY):
-        run_worker_with_failing_callback()
+        passes()
     registration.refresh_from_db()
     assert registration.status == RegistrationStatus.CANCELLED
     assert_refunded_exactly_once(registration.hold.payment, refund)
-    assert SandboxNotification.objects.get(kind=sandbox.REFUND_SUCCESS).last_status == 500
+    (notification,) = refund_deliveries(registration.hold.payment)
+    assert (
+        notification.last_status == 500
+        and notification.attempts >= 1
+        and notification.delivered_at is None
+    )
 
 
 # --- a refund the provider refuses: the operators list it and retry it ---------------------------
 
 
-def test_a_refused_refund_is_listed_for_the_operators_and_retried_with_the_same_number(world, booker, monkeypatch):
-    registration = book(world, booker)
+def test_a_refused_refund_is_listed_for_the_operators_and_retried_with_the_same_number(
+    world, booker, channel, provider_faults
+):
+    registration = book(world, booker, channel)
     payment = registration.hold.payment
-    use_provider(monkeypatch, Failing(ProviderRefused("NOT_ENOUGH: 商户账户可用余额不足")))
+    provider_faults.fail_next("refund", "refuse", times=10)  # NOT_ENOUGH: 商户账户可用余额不足
     refund = cancel(registration)
     run_worker()
     refund.refresh_from_db()
     assert refund.state == Refund.State.FAILED
     assert status_seen_by_patient(registration) == "refunding"  # the money has not come back yet
+    assert payment_sandbox().refunds(payment.out_trade_no) == []
 
     listing = failed_listing()
     lines = listing.splitlines()
@@ -193,7 +173,7 @@ def test_a_refused_refund_is_listed_for_the_operators_and_retried_with_the_same_
     assert len(lines) == 3  # header, one refund, the count
     row = lines[1]
     assert row.startswith(refund.refund_no)
-    assert payment.out_trade_no in row and "25.00" in row and "NOT_ENOUGH" in row
+    assert payment.out_trade_no in row and "25.00" in row and "refused" in row
     assert f"{clock.local(refund.created_at):%Y-%m-%d %H:%M:%S}" in row  # Beijing time
     assert lines[-1] == "共 1 笔退款失败，合计 25.00 元"
     # Order numbers only: nothing that names the patient.
@@ -201,9 +181,9 @@ def test_a_refused_refund_is_listed_for_the_operators_and_retried_with_the_same_
     for personal in (patient.name, patient.phone, patient.id_number, registration.account.phone):
         assert personal not in listing
 
-    use_provider(monkeypatch, SandboxProvider())  # the merchant account has been topped up
+    provider_faults.clear()  # the merchant account has been topped up
     answer = retry(refund.refund_no)
-    assert f"退款单 {refund.refund_no} 已重新提交，当前状态：退款中（processing）" in answer
+    assert f"退款单 {refund.refund_no} 已重新提交，当前状态：" in answer
     run_worker()
 
     assert status_seen_by_patient(registration) == "cancelled"
@@ -212,9 +192,11 @@ def test_a_refused_refund_is_listed_for_the_operators_and_retried_with_the_same_
     assert failed_listing().splitlines()[-1] == "共 0 笔退款失败，合计 0.00 元"
 
 
-def test_a_retry_the_provider_refuses_again_is_an_error_and_stays_listed(world, booker, monkeypatch):
+def test_a_retry_the_provider_refuses_again_is_an_error_and_stays_listed(
+    world, booker, provider_faults
+):
     registration = book(world, booker)
-    use_provider(monkeypatch, Failing(ProviderRefused("NOT_ENOUGH")))
+    provider_faults.fail_next("refund", "refuse", times=10)
     refund = cancel(registration)
     with pytest.raises(CommandError, match="重试后仍为退款失败") as caught:
         retry(refund.refund_no)
@@ -227,24 +209,30 @@ def test_a_retry_the_provider_refuses_again_is_an_error_and_stays_listed(world, 
 # --- a submit that never reached the provider ----------------------------------------------------
 
 
-def test_a_refund_whose_submit_timed_out_unsent_is_submitted_again_by_the_poller(world, booker, monkeypatch):
-    registration = book(world, booker)
+def test_a_refund_whose_submit_never_arrived_is_submitted_again_by_the_poller(
+    world, booker, channel, provider_faults
+):
+    registration = book(world, booker, channel)
     payment = registration.hold.payment
-    use_provider(monkeypatch, Failing(ProviderTimeout("connect timeout")))  # nothing reaches the sandbox
+    # The network drops the refund request (nothing reaches the provider), three times: the inline
+    # head start, the refund.requested job, and its retry 30 seconds later.
+    payment_sandbox().fault(REFUND_CALL[payment.provider], "drop", times=3)
     refund = cancel(registration)
-    run_worker()  # the refund.requested job times out too, and backs off (30 s)
+    run_worker()
     with clock.travel(dt.timedelta(seconds=30)):
-        run_worker()  # and again (next try a minute later, after the poller's first query)
-    assert not SandboxRefund.objects.exists()
+        run_worker()
+    assert payment_sandbox().refunds(payment.out_trade_no) == []
     refund.refresh_from_db()
     assert refund.state == Refund.State.PROCESSING
 
-    recording = Recording()
-    use_provider(monkeypatch, recording)
+    provider_faults.calls.clear()
     with clock.travel(PAST_FIRST_QUERY):
         run_worker()
     # The poller asked first, heard "no such refund", and sent it again under the same number.
-    assert recording.calls[:2] == [("query_refund:not_found", refund.refund_no), ("refund", refund.refund_no)]
+    assert provider_faults.calls[:2] == [
+        ("query_refund", "refused"),
+        ("refund", "SUCCESS" if channel == "alipay" else "PROCESSING"),
+    ]
     assert status_seen_by_patient(registration) == "cancelled"
     assert_refunded_exactly_once(payment, refund)
 
@@ -253,7 +241,7 @@ def test_a_refund_whose_submit_timed_out_unsent_is_submitted_again_by_the_poller
 
 
 def processing_refund(world, booker) -> Refund:
-    registration = book(world, booker)
+    registration = book(world, booker, "wechat")
     return cancel(registration)
 
 

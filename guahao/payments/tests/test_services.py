@@ -1,8 +1,10 @@
-"""Opening, closing and refunding payments; money is never lost or refunded twice."""
+"""Opening, closing and refunding payments at both providers (through the sandbox gateway, on the
+real SDKs); money is never lost or refunded twice."""
 
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings
@@ -12,110 +14,154 @@ from guahao import clock
 from guahao.errors import Conflict, InvalidInput, UpstreamUnavailable
 from guahao.notifications.models import OutboxEvent
 from guahao.payments import selectors, services
-from guahao.payments.models import Payment, Refund, SandboxNotification, SandboxTrade
-from guahao.payments.providers import sandbox
-from guahao.payments.providers.base import ProviderRefused, ProviderTimeout
-from guahao.payments.providers.sandbox import SandboxProvider, deliver_due_notifications
-from guahao.payments.tests.helpers import client_send, make_hold, pay_in_sandbox
+from guahao.payments.models import Payment, Refund
+from guahao.payments.providers import for_payment
+from guahao.payments.providers.base import ProviderTimeout
+from guahao.payments.tests.helpers import (
+    accepted,
+    deliver,
+    make_hold,
+    paid_payment,
+    pay,
+    refund_deliveries,
+    start,
+)
+from guahao.testing import deliver_notifications, open_pay_page, pay_at_provider, payment_sandbox
 
 pytestmark = pytest.mark.django_db
 
-
-def paid_payment(hold) -> Payment:
-    payment, _ = services.start_payment(hold=hold)
-    pay_in_sandbox(payment)
-    deliver_due_notifications(send=client_send)
-    payment.refresh_from_db()
-    assert payment.state == Payment.State.PAID
-    return payment
+REFUND_CALL = {"wechatpay": "wechat.refund", "alipay": "alipay.trade.refund"}
+CLOSE_CALL = {"wechatpay": "wechat.close", "alipay": "alipay.trade.close"}
 
 
-class Failing(SandboxProvider):
-    """The sandbox, except that one operation fails the given way."""
-
-    def __init__(self, operation: str, error: Exception):
-        self.operation, self.error = operation, error
-
-    def _fail_if(self, operation: str) -> None:
-        if operation == self.operation:
-            raise self.error
-
-    def create_order(self, request):
-        self._fail_if("create_order")
-        return super().create_order(request)
-
-    def close_order(self, out_trade_no):
-        self._fail_if("close_order")
-        return super().close_order(out_trade_no)
-
-    def refund(self, **kwargs):
-        self._fail_if("refund")
-        return super().refund(**kwargs)
+@pytest.fixture
+def hold(db, channel):
+    return make_hold(channel)
 
 
-def use_provider(monkeypatch, gateway: SandboxProvider) -> None:
-    monkeypatch.setattr(services, "provider", lambda name=None: gateway)
+def rf(payment: Payment, n: int) -> str:
+    """A refund number of its own: the sandbox gateway, shared by the whole run, knows every
+    number any test used."""
+    return f"RF{payment.out_trade_no}-{n}"
+
+
+def gateway_state(payment: Payment) -> str:
+    trade = payment_sandbox().trade(payment.out_trade_no)
+    return trade.state if trade else "absent"
 
 
 # --- start_payment -------------------------------------------------------------------------------
 
 
-def test_start_payment_opens_an_order_at_the_provider(hold):
+def test_a_wechat_order_is_opened_at_the_provider_with_its_expiry_and_our_callback(db):
+    hold = make_hold("wechat")
     payment, params = services.start_payment(hold=hold)
-    assert payment.state == Payment.State.CREATED
+    payment.refresh_from_db()
+    assert payment.state == Payment.State.CREATED and payment.opened_at is not None
+    assert (payment.provider, payment.merchant_key, payment.channel) == (
+        "wechatpay",
+        "sandbox",
+        "wechat",
+    )
     assert payment.amount_fen == hold.fee_fen == 1000
-    assert payment.provider == "sandbox" and payment.channel == "wechat"
     assert payment.out_trade_no.startswith("GH") and len(payment.out_trade_no) <= 32
-    assert params.pay_url == f"{settings.PUBLIC_URL}/sandbox/pay/{payment.out_trade_no}"
-    trade = SandboxTrade.objects.get(out_trade_no=payment.out_trade_no)
-    assert trade.notify_url == f"{settings.PUBLIC_URL}/api/v1/payments/notify/sandbox"
+    assert payment.expires_at == hold.expires_at + services.ORDER_MARGIN
+    # H5 pay: WeChat's cashier page, which sends the browser back to the patient's result page.
+    assert params.pay_url.startswith(payment_sandbox().url + "/cashier/wechat/")
+    assert parse_qs(urlsplit(params.pay_url).query)["redirect_url"] == [
+        f"{settings.PUBLIC_URL}/holds/{hold.id}/result"
+    ]
+    trade = payment_sandbox().trade(payment.out_trade_no)
+    assert trade.notify_url == f"{settings.PUBLIC_URL}/api/v1/payments/notify/wechatpay/sandbox"
     assert trade.amount_fen == 1000 and "挂号费" in trade.description
+    assert trade.expires_at == payment.expires_at.replace(microsecond=0)
+
+
+def test_an_alipay_order_is_a_signed_page_url_the_trade_exists_once_opened(db):
+    hold = make_hold("alipay")
+    payment, params = services.start_payment(hold=hold)
+    assert (payment.provider, payment.merchant_key, payment.channel) == (
+        "alipay",
+        "sandbox",
+        "alipay",
+    )
+    assert params.pay_url.startswith(payment_sandbox().url + "/gateway.do?")
+    query = parse_qs(urlsplit(params.pay_url).query)
+    assert query["method"] == ["alipay.trade.wap.pay"] and query["sign_type"] == ["RSA2"]
+    assert query["notify_url"] == [f"{settings.PUBLIC_URL}/api/v1/payments/notify/alipay/sandbox"]
+    assert payment_sandbox().trade(payment.out_trade_no) is None  # no call to Alipay yet
+
+    assert open_pay_page(params.pay_url) == 200
+    trade = payment_sandbox().trade(payment.out_trade_no)
+    assert trade.amount_fen == 1000 and "挂号费" in trade.description
+    assert trade.expires_at == payment.expires_at.replace(microsecond=0)
 
 
 def test_starting_again_closes_the_earlier_order(hold):
-    first, _ = services.start_payment(hold=hold)
-    second, _ = services.start_payment(hold=hold)
+    first, _ = start(hold)
+    second, _ = start(hold)
     first.refresh_from_db()
     assert first.state == Payment.State.CLOSED
     assert second.state == Payment.State.CREATED and second.out_trade_no != first.out_trade_no
-    assert SandboxTrade.objects.get(out_trade_no=first.out_trade_no).state == SandboxTrade.State.CLOSED
+    assert gateway_state(first) == "CLOSED"
     assert [p.id for p in selectors.payments_of_hold(hold.id)] == [first.id, second.id]
 
 
-def test_a_declined_payment_may_be_paid_again_with_a_new_order(hold):
-    first, _ = services.start_payment(hold=hold)
-    sandbox.pay(first.out_trade_no, succeed=False)
-    second, _ = services.start_payment(hold=hold)
-    sandbox.pay(second.out_trade_no)
-    deliver_due_notifications(send=client_send)
+def test_an_alipay_order_closed_before_its_page_was_opened_can_never_be_paid(db):
+    hold = make_hold("alipay")
+    first, params = services.start_payment(hold=hold)
+    services.close_payment(payment_id=first.id)
+    first.refresh_from_db()
+    assert first.state == Payment.State.CLOSED
+    # The patient opens the stale page afterwards: Alipay remembers the number as closed.
+    open_pay_page(params.pay_url)
+    assert gateway_state(first) == "CLOSED"
+
+
+def test_a_declined_payment_may_be_paid_again_with_a_new_order(hold, booking_calls):
+    first, _ = start(hold)
+    pay(first, succeed=False)
+    second, _ = start(hold)
+    assert accepted(second.provider, deliver(pay(second)))
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.state, second.state) == (Payment.State.CLOSED, Payment.State.PAID)
 
 
 def test_an_earlier_order_found_paid_is_settled_not_lost(hold):
-    first, _ = services.start_payment(hold=hold)
-    sandbox.pay(first.out_trade_no)  # paid, notification not delivered yet
+    first, _ = start(hold)
+    pay(first)  # paid, notification not delivered yet
     with pytest.raises(Conflict) as caught:
         services.start_payment(hold=hold)
     assert caught.value.code == "payment_already_paid"
     first.refresh_from_db()
-    assert first.state == Payment.State.PAID
-    assert OutboxEvent.objects.filter(topic="payment.paid", payload={"payment_id": first.id}).count() == 1
+    assert first.state == Payment.State.PAID and first.provider_trade_no
+    assert (
+        OutboxEvent.objects.filter(topic="payment.paid", payload={"payment_id": first.id}).count()
+        == 1
+    )
     assert selectors.payments_of_hold(hold.id).count() == 1
 
 
-def test_a_provider_timeout_is_reported_without_retrying(hold, monkeypatch):
-    use_provider(monkeypatch, Failing("create_order", ProviderTimeout("no answer")))
+@pytest.mark.parametrize("fault", ["drop", "lost_reply", "error"])
+def test_a_wechat_order_whose_opening_gets_no_answer_stays_open_for_the_poller(db, fault):
+    hold = make_hold("wechat")
+    payment_sandbox().fault("wechat.create", fault)
     with pytest.raises(UpstreamUnavailable) as caught:
         services.start_payment(hold=hold)
     assert caught.value.message == "支付渠道暂时无法响应，请稍后重试"
-    # The order may exist at the provider: it stays open, to be closed later.
-    assert Payment.objects.get(hold=hold).state == Payment.State.CREATED
+    # The order may exist at the provider ("lost_reply"): it stays open, to be asked about and closed.
+    payment = Payment.objects.get(hold=hold)
+    assert payment.state == Payment.State.CREATED and payment.opened_at is None
+    with clock.travel(services.OPENING_TIMEOUT + dt.timedelta(seconds=1)):
+        assert services.poll_open_payments() == 1
+    payment.refresh_from_db()
+    assert payment.state == Payment.State.CLOSED
+    assert gateway_state(payment) == ("CLOSED" if fault == "lost_reply" else "absent")
 
 
-def test_a_provider_refusal_is_reported_and_the_order_closed(hold, monkeypatch):
-    use_provider(monkeypatch, Failing("create_order", ProviderRefused("SYSTEM_ERROR")))
+def test_a_provider_refusal_is_reported_and_the_order_closed(hold, provider_faults):
+    provider_faults.fail_next("create_order", "refuse")
     with pytest.raises(UpstreamUnavailable):
         services.start_payment(hold=hold)
     assert Payment.objects.get(hold=hold).state == Payment.State.CLOSED
@@ -130,64 +176,82 @@ def test_a_hold_without_a_channel_cannot_pay(db):
 
 
 def test_close_payment_closes_an_unpaid_order_and_is_idempotent(hold):
-    payment, _ = services.start_payment(hold=hold)
+    payment, _ = start(hold)
     services.close_payment(payment_id=payment.id)
     services.close_payment(payment_id=payment.id)
     payment.refresh_from_db()
     assert payment.state == Payment.State.CLOSED
+    assert gateway_state(payment) == "CLOSED"
 
 
 def test_close_payment_settles_an_order_that_was_paid_meanwhile(hold):
-    payment, _ = services.start_payment(hold=hold)
-    sandbox.pay(payment.out_trade_no)
+    payment, _ = start(hold)
+    pay(payment)
     services.close_payment(payment_id=payment.id)
     payment.refresh_from_db()
     assert payment.state == Payment.State.PAID
+    assert OutboxEvent.objects.filter(topic="payment.paid").count() == 1
 
 
-def test_close_payment_timeout_is_upstream_unavailable(hold, monkeypatch):
-    payment, _ = services.start_payment(hold=hold)
-    monkeypatch.setattr(services, "provider", lambda name=None: Failing("close_order", ProviderTimeout()))
+@pytest.mark.parametrize("fault", ["drop", "error"])
+def test_close_payment_without_an_answer_is_upstream_unavailable(hold, fault):
+    payment, _ = start(hold)
+    payment_sandbox().fault(CLOSE_CALL[payment.provider], fault)
     with pytest.raises(UpstreamUnavailable):
         services.close_payment(payment_id=payment.id)
     payment.refresh_from_db()
     assert payment.state == Payment.State.CREATED
+    services.close_payment(payment_id=payment.id)  # the caller tries again
+    payment.refresh_from_db()
+    assert payment.state == Payment.State.CLOSED
 
 
 def test_a_closed_payment_that_is_paid_after_all_still_settles(hold, booking_calls):
-    payment, _ = services.start_payment(hold=hold)
-    Payment.objects.filter(id=payment.id).update(state=Payment.State.CLOSED)  # closed here, paid there
-    sandbox.pay(payment.out_trade_no)
-    deliver_due_notifications(send=client_send)
+    payment, _ = start(hold)
+    Payment.objects.filter(id=payment.id).update(
+        state=Payment.State.CLOSED
+    )  # closed here, still open there
+    assert accepted(payment.provider, deliver(pay(payment)))
     payment.refresh_from_db()
     assert payment.state == Payment.State.PAID
     assert booking_calls == [("complete_paid_hold", payment.id)]
 
 
 def test_refresh_payment_learns_of_a_payment_by_query(hold):
-    payment, _ = services.start_payment(hold=hold)
+    payment, _ = start(hold)
     assert services.refresh_payment(payment_id=payment.id) is False
-    sandbox.pay(payment.out_trade_no)
+    pay(payment)
     assert services.refresh_payment(payment_id=payment.id) is True
     assert services.refresh_payment(payment_id=payment.id) is False
+    payment.refresh_from_db()
+    assert payment.provider_trade_no == payment_sandbox().trade(payment.out_trade_no).transaction_id
     assert OutboxEvent.objects.filter(topic="payment.paid").count() == 1
 
 
 # --- refunds -------------------------------------------------------------------------------------
 
 
-def test_a_refund_is_requested_submitted_and_settled_by_its_notification(hold, booking_calls):
-    payment = paid_payment(hold)
+def test_a_wechat_refund_is_requested_submitted_and_settled_by_its_notification(db, booking_calls):
+    payment = paid_payment(make_hold("wechat"))
     with transaction.atomic():
-        refund = services.request_refund(payment=payment, amount_fen=1000, reason="锁号已超时，自动退款", refund_no="RF1")
+        refund = services.request_refund(
+            payment=payment,
+            amount_fen=1000,
+            reason="锁号已超时，自动退款",
+            refund_no=rf(payment, 1),
+        )
     assert refund.state == Refund.State.PROCESSING
-    assert OutboxEvent.objects.filter(topic="refund.requested", payload__refund_id=refund.id).count() == 1
+    assert (
+        OutboxEvent.objects.filter(topic="refund.requested", payload__refund_id=refund.id).count()
+        == 1
+    )
 
     services.submit_refund(refund_id=refund.id)
     refund.refresh_from_db()
-    assert refund.state == Refund.State.PROCESSING  # the provider answered PROCESSING
+    assert refund.state == Refund.State.PROCESSING  # WeChat answered PROCESSING
 
-    assert deliver_due_notifications(send=client_send) == 1
+    (notification,) = refund_deliveries(payment)
+    assert accepted("wechatpay", deliver(notification))
     refund.refresh_from_db()
     payment.refresh_from_db()
     assert refund.state == Refund.State.SUCCEEDED and refund.succeeded_at is not None
@@ -197,92 +261,150 @@ def test_a_refund_is_requested_submitted_and_settled_by_its_notification(hold, b
     assert ("finish_refund", refund.id) in booking_calls
 
 
+def test_an_alipay_refund_is_settled_by_its_answer_and_its_notification_changes_nothing(
+    db, booking_calls
+):
+    payment = paid_payment(make_hold("alipay"))
+    refund = services.request_refund(
+        payment=payment, amount_fen=1000, reason="取消", refund_no=rf(payment, 1)
+    )
+    services.submit_refund(refund_id=refund.id)
+    refund.refresh_from_db()
+    payment.refresh_from_db()
+    assert refund.state == Refund.State.SUCCEEDED  # fund_change Y: the money moved at once
+    assert payment.refunded_fen == 1000
+
+    # Alipay notifies the refund too (TRADE_CLOSED with refund_fee): a refund, never a payment.
+    (notification,) = refund_deliveries(payment)
+    assert notification.trade_status == "TRADE_CLOSED"
+    assert accepted("alipay", deliver(notification))
+    payment.refresh_from_db()
+    assert payment.state == Payment.State.PAID and payment.refunded_fen == 1000
+    assert OutboxEvent.objects.filter(topic="refund.succeeded").count() == 1
+    assert OutboxEvent.objects.filter(topic="payment.paid").count() == 1
+
+
 def test_a_refund_is_idempotent_by_refund_number_and_money_leaves_once(hold, booking_calls):
     payment = paid_payment(hold)
-    first = services.request_refund(payment=payment, amount_fen=1000, reason="取消", refund_no="RF1")
-    again = services.request_refund(payment=payment, amount_fen=1000, reason="取消", refund_no="RF1")
+    first = services.request_refund(
+        payment=payment, amount_fen=1000, reason="取消", refund_no=rf(payment, 1)
+    )
+    again = services.request_refund(
+        payment=payment, amount_fen=1000, reason="取消", refund_no=rf(payment, 1)
+    )
     assert first.id == again.id
-    services.submit_refund(refund_id=first.id)
-    Refund.objects.filter(id=first.id).update(state=Refund.State.PROCESSING)
-    services.submit_refund(refund_id=first.id)  # the worker retrying after a lost answer
-    assert SandboxNotification.objects.filter(kind="REFUND.SUCCESS").count() == 1
-    deliver_due_notifications(send=client_send)
+    payment_sandbox().fault(REFUND_CALL[payment.provider], "lost_reply")
+    with pytest.raises(ProviderTimeout):
+        services.submit_refund(refund_id=first.id)
+    services.submit_refund(refund_id=first.id)  # the worker retrying after the lost answer
+    assert [
+        (r.out_refund_no, r.amount_fen) for r in payment_sandbox().refunds(payment.out_trade_no)
+    ] == [(rf(payment, 1), 1000)]
+    deliver_notifications()
     payment.refresh_from_db()
     assert payment.refunded_fen == 1000
     assert OutboxEvent.objects.filter(topic="refund.requested").count() == 1
     assert OutboxEvent.objects.filter(topic="refund.succeeded").count() == 1
 
 
-def test_two_refund_numbers_cannot_refund_more_than_was_paid(hold):
+def test_two_refund_numbers_cannot_refund_more_than_was_paid(hold, booking_calls):
     payment = paid_payment(hold)
-    services.request_refund(payment=payment, amount_fen=700, reason="部分退款", refund_no="RF1")
+    services.request_refund(
+        payment=payment, amount_fen=700, reason="部分退款", refund_no=rf(payment, 1)
+    )
     with pytest.raises(Conflict) as caught:
-        services.request_refund(payment=payment, amount_fen=700, reason="再退", refund_no="RF2")
+        services.request_refund(
+            payment=payment, amount_fen=700, reason="再退", refund_no=rf(payment, 2)
+        )
     assert caught.value.code == "refund_exceeds_paid"
-    services.request_refund(payment=payment, amount_fen=300, reason="余额", refund_no="RF3")
+    services.request_refund(
+        payment=payment, amount_fen=300, reason="余额", refund_no=rf(payment, 3)
+    )
     assert selectors.refundable_fen(payment) == 0
 
 
 def test_an_unpaid_payment_cannot_be_refunded(hold):
-    payment, _ = services.start_payment(hold=hold)
+    payment, _ = start(hold)
     with pytest.raises(Conflict):
-        services.request_refund(payment=payment, amount_fen=1000, reason="x", refund_no="RF1")
+        services.request_refund(
+            payment=payment, amount_fen=1000, reason="x", refund_no=rf(payment, 1)
+        )
 
 
-def test_a_refund_number_reused_for_another_amount_is_a_conflict(hold):
+def test_a_refund_number_reused_for_another_amount_is_a_conflict(hold, booking_calls):
     payment = paid_payment(hold)
-    services.request_refund(payment=payment, amount_fen=500, reason="x", refund_no="RF1")
+    services.request_refund(payment=payment, amount_fen=500, reason="x", refund_no=rf(payment, 1))
     with pytest.raises(Conflict):
-        services.request_refund(payment=payment, amount_fen=600, reason="x", refund_no="RF1")
+        services.request_refund(
+            payment=payment, amount_fen=600, reason="x", refund_no=rf(payment, 1)
+        )
 
 
-def test_a_refund_refused_by_the_provider_is_failed_for_the_operators(hold, monkeypatch):
+def test_a_refund_refused_by_the_provider_is_failed_for_the_operators(
+    hold, booking_calls, provider_faults
+):
     payment = paid_payment(hold)
-    refund = services.request_refund(payment=payment, amount_fen=1000, reason="x", refund_no="RF1")
-    use_provider(monkeypatch, Failing("refund", ProviderRefused("NOT_ENOUGH")))
+    refund = services.request_refund(
+        payment=payment, amount_fen=1000, reason="x", refund_no=rf(payment, 1)
+    )
+    provider_faults.fail_next("refund", "refuse")
     services.submit_refund(refund_id=refund.id)
     refund.refresh_from_db()
     assert refund.state == Refund.State.FAILED
     assert OutboxEvent.objects.filter(topic="refund.failed").count() == 1
     # A failed refund no longer holds money back.
     assert selectors.refundable_fen(payment) == 1000
+    assert payment_sandbox().refunds(payment.out_trade_no) == []
 
 
-def test_a_refund_timeout_leaves_it_processing_and_reraises(hold, monkeypatch):
+@pytest.mark.parametrize("fault", ["drop", "lost_reply", "error"])
+def test_a_refund_without_an_answer_stays_processing_and_reraises(hold, booking_calls, fault):
     payment = paid_payment(hold)
-    refund = services.request_refund(payment=payment, amount_fen=1000, reason="x", refund_no="RF1")
-    use_provider(monkeypatch, Failing("refund", ProviderTimeout()))
+    refund = services.request_refund(
+        payment=payment, amount_fen=1000, reason="x", refund_no=rf(payment, 1)
+    )
+    payment_sandbox().fault(REFUND_CALL[payment.provider], fault)
     with pytest.raises(ProviderTimeout):
         services.submit_refund(refund_id=refund.id)
     refund.refresh_from_db()
     assert refund.state == Refund.State.PROCESSING
+    assert len(payment_sandbox().refunds(payment.out_trade_no)) == (
+        1 if fault == "lost_reply" else 0
+    )
 
 
-def test_a_refund_notification_for_another_amount_is_rejected(hold, booking_calls):
-    from guahao.payments.providers.sandbox import signed_headers
-    from guahao.payments.tests.helpers import post_notification, tampered
-
-    payment = paid_payment(hold)
-    refund = services.request_refund(payment=payment, amount_fen=400, reason="x", refund_no="RF1")
+def test_a_wechat_refund_finishes_only_after_the_banks_delay(db, monkeypatch, booking_calls):
+    monkeypatch.setattr(payment_sandbox(), "refund_delay", dt.timedelta(seconds=3))
+    payment = paid_payment(make_hold("wechat"))
+    refund = services.request_refund(
+        payment=payment, amount_fen=1000, reason="x", refund_no=rf(payment, 1)
+    )
     services.submit_refund(refund_id=refund.id)
-    queued = SandboxNotification.objects.get(kind="REFUND.SUCCESS")
-    body = tampered(queued.body.encode(), lambda d: d["resource"]["amount"].update(refund=1000))
-    assert post_notification(body, signed_headers(body)).status_code == 401
-    payment.refresh_from_db()
-    assert payment.refunded_fen == 0
-
-
-def test_a_refund_finishes_only_after_the_banks_delay(hold, monkeypatch, booking_calls):
-    monkeypatch.setattr(sandbox, "REFUND_DELAY", dt.timedelta(seconds=3))
-    payment = paid_payment(hold)
-    refund = services.request_refund(payment=payment, amount_fen=1000, reason="x", refund_no="RF1")
-    services.submit_refund(refund_id=refund.id)
-    assert deliver_due_notifications(send=client_send) == 0
-    assert SandboxProvider().query_refund("RF1").state == "PROCESSING"
+    deliver_notifications()
+    assert refund_deliveries(payment) == []
+    adapter = for_payment(payment)
+    assert (
+        adapter.query_refund(rf(payment, 1), out_trade_no=payment.out_trade_no).state
+        == "PROCESSING"
+    )
     refund.refresh_from_db()
     assert refund.state == Refund.State.PROCESSING
     with clock.travel(dt.timedelta(seconds=3)):
-        assert deliver_due_notifications(send=client_send) == 1
-    assert SandboxProvider().query_refund("RF1").state == "SUCCESS"
+        deliver_notifications()
+        assert (
+            adapter.query_refund(rf(payment, 1), out_trade_no=payment.out_trade_no).state
+            == "SUCCESS"
+        )
     refund.refresh_from_db()
     assert refund.state == Refund.State.SUCCEEDED
+    assert [d.delivered_at is not None for d in refund_deliveries(payment)] == [True]
+
+
+def test_a_paid_order_is_paid_once_at_the_provider_too(hold):
+    payment, _ = start(hold)
+    pay_at_provider(payment.out_trade_no)
+    pay_at_provider(payment.out_trade_no)  # a second tap on 确认支付
+    assert (
+        len([d for d in payment_sandbox().notifications(payment.out_trade_no) if d.kind == "trade"])
+        == 1
+    )
