@@ -16,19 +16,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from guahao import environment, pii
-from guahao.environment import DEV_SECRET_KEY, Deployment, Registry, problems
+from guahao.environment import DEV_SECRET_KEY, Deployment, problems
+from guahao.payments import providers
 
-PAY = "GUAHAO_PAYMENT_PROVIDER(S)"
 STRONG_SECRET = "kV9#pQ2!zL7@wX4$mN8%rT1^bY6&cH3*fJ5(dG0)sA-eU_iO+yW"
 DATA_KEY = "3f9a1c7e5b2d4086a1e9c3b7d5f20814"
 INDEX_KEY = "9e4b7a2c1f8d3065b4a7e2c9d1f60358c2a4e6b8d0f13579"
 
-# The real registries, plus a payment provider that exists only in these tests: production has no
-# real payment provider yet (WeChat Pay and Alipay come later), and none is faked into it.
-KNOWN = [
-    Registry(r.setting, {*r.names, "testpay"}, r.development_only) if r.setting == PAY else r
-    for r in environment.registries()
-]
+KNOWN = environment.registries()
 
 SAFE = Deployment(
     env="production",
@@ -40,7 +35,6 @@ SAFE = Deployment(
         "GUAHAO_HIS_ADAPTER": ("local_pool",),
         "GUAHAO_SMS_CHANNEL": ("http",),
         "GUAHAO_REALNAME_VERIFIER": ("http",),
-        PAY: ("testpay",),
     },
     sms_url="https://sms.hospital.example/send",
     sms_secret="s" * 8 + "ms-shared-secret",
@@ -78,7 +72,6 @@ def test_development_allows_sandboxes_the_log_channel_and_generated_keys():
             "GUAHAO_HIS_ADAPTER": ("local_pool",),
             "GUAHAO_SMS_CHANNEL": ("log",),
             "GUAHAO_REALNAME_VERIFIER": ("sandbox",),
-            PAY: ("sandbox",),
         },
         sms_url="",
         sms_secret="",
@@ -93,14 +86,24 @@ def test_the_test_run_itself_is_development(settings):
 @pytest.mark.parametrize(
     ("key", "expected"),
     [
-        (DEV_SECRET_KEY, "GUAHAO_SECRET_KEY 未设置或为开发默认值 / GUAHAO_SECRET_KEY is missing or the development default"),
+        (
+            DEV_SECRET_KEY,
+            "GUAHAO_SECRET_KEY 未设置或为开发默认值 / GUAHAO_SECRET_KEY is missing or the development default",
+        ),
         ("", "GUAHAO_SECRET_KEY is missing"),
         (STRONG_SECRET[:49], "GUAHAO_SECRET_KEY is weak"),
         ("abcd" * 20, "GUAHAO_SECRET_KEY is weak"),
         ("k" * 64, "GUAHAO_SECRET_KEY is weak"),
         ("django-insecure-" + STRONG_SECRET, "GUAHAO_SECRET_KEY is weak"),
     ],
-    ids=["development-default", "empty", "49-characters", "4-distinct", "one-repeated", "django-insecure"],
+    ids=[
+        "development-default",
+        "empty",
+        "49-characters",
+        "4-distinct",
+        "one-repeated",
+        "django-insecure",
+    ],
 )
 def test_production_refuses_a_missing_or_weak_secret_key(key, expected):
     assert expected in one_problem(with_(secret_key=key))
@@ -134,11 +137,13 @@ def test_production_takes_a_longer_index_key_and_either_case():
 
 
 def test_the_index_key_must_differ_from_the_data_key():
-    assert "GUAHAO_INDEX_KEY must differ from GUAHAO_DATA_KEY" in one_problem(with_(index_key=DATA_KEY.upper()))
+    assert "GUAHAO_INDEX_KEY must differ from GUAHAO_DATA_KEY" in one_problem(
+        with_(index_key=DATA_KEY.upper())
+    )
 
 
 @pytest.mark.parametrize(
-    "setting", ["GUAHAO_HIS_ADAPTER", "GUAHAO_SMS_CHANNEL", "GUAHAO_REALNAME_VERIFIER", PAY]
+    "setting", ["GUAHAO_HIS_ADAPTER", "GUAHAO_SMS_CHANNEL", "GUAHAO_REALNAME_VERIFIER"]
 )
 @pytest.mark.parametrize("env", ["production", "development"])
 def test_an_adapter_name_that_does_not_exist_refuses_to_start(setting, env):
@@ -147,17 +152,11 @@ def test_an_adapter_name_that_does_not_exist_refuses_to_start(setting, env):
     assert f"{setting}=nosuch does not exist (choose from: " in problem
 
 
-def test_an_empty_payment_provider_list_refuses_to_start():
-    assert one_problem(with_adapter(PAY)) == f"{PAY} 未设置 / {PAY} is missing"
-
-
 @pytest.mark.parametrize(
     ("setting", "name"),
     [
         ("GUAHAO_SMS_CHANNEL", "log"),
         ("GUAHAO_REALNAME_VERIFIER", "sandbox"),
-        (PAY, "sandbox"),
-        (PAY, "faulty"),
     ],
 )
 def test_production_refuses_sandboxes_and_the_log_sms_channel(setting, name):
@@ -172,18 +171,34 @@ def test_production_refuses_sandboxes_and_the_log_sms_channel(setting, name):
     )
 
 
-def test_a_sandbox_among_several_payment_providers_is_refused_too():
-    assert f"{PAY}=sandbox is for development" in one_problem(with_adapter(PAY, "testpay", "sandbox"))
+@pytest.mark.parametrize(("channel", "provider"), sorted(providers.PROVIDER_OF_CHANNEL.items()))
+def test_production_never_pays_through_the_sandbox_merchant(db, settings, channel, provider):
+    assert providers.sandbox_merchant(provider) is not None  # the test run is development
+    settings.ENV = "production"
+    assert providers.sandbox_merchant(provider) is None
+    # A hospital without a merchant account takes no money…
+    with pytest.raises(providers.NoMerchant):
+        providers.merchant_for(hospital_id=0, channel=channel)
+    # …nor is a notification to the sandbox's merchant read…
+    with pytest.raises(providers.NoMerchant):
+        providers.merchant_by_key(provider, providers.SANDBOX)
+    assert providers.all_merchants() == []  # …nor are its bills reconciled
 
 
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"sms_url": ""}, "GUAHAO_SMS_URL is missing or not an http(s) URL (needed by GUAHAO_SMS_CHANNEL=http)"),
+        (
+            {"sms_url": ""},
+            "GUAHAO_SMS_URL is missing or not an http(s) URL (needed by GUAHAO_SMS_CHANNEL=http)",
+        ),
         ({"sms_url": "sms.example/send"}, "GUAHAO_SMS_URL is missing or not an http(s) URL"),
         ({"sms_secret": ""}, "GUAHAO_SMS_SECRET is missing or shorter than 16 characters"),
         ({"realname_url": ""}, "GUAHAO_REALNAME_URL is missing"),
-        ({"realname_secret": "short"}, "GUAHAO_REALNAME_SECRET is missing or shorter than 16 characters"),
+        (
+            {"realname_secret": "short"},
+            "GUAHAO_REALNAME_SECRET is missing or shorter than 16 characters",
+        ),
     ],
 )
 def test_the_http_adapters_need_their_url_and_secret_in_production(changes, expected):
@@ -191,7 +206,10 @@ def test_the_http_adapters_need_their_url_and_secret_in_production(changes, expe
 
 
 def test_debug_pages_are_refused_in_production():
-    assert one_problem(with_(debug=True)) == "GUAHAO_DEBUG 在生产环境必须关闭 / GUAHAO_DEBUG must be off in production"
+    assert (
+        one_problem(with_(debug=True))
+        == "GUAHAO_DEBUG 在生产环境必须关闭 / GUAHAO_DEBUG must be off in production"
+    )
 
 
 @pytest.mark.parametrize("env", ["staging", "dev", "Production"])
@@ -211,7 +229,6 @@ def test_every_problem_is_listed_at_once_in_chinese_and_english():
             "GUAHAO_HIS_ADAPTER": ("nosuch",),
             "GUAHAO_SMS_CHANNEL": ("log",),
             "GUAHAO_REALNAME_VERIFIER": ("sandbox",),
-            PAY: ("sandbox",),
         },
     )
     found = problems(unsafe, KNOWN)
@@ -223,7 +240,6 @@ def test_every_problem_is_listed_at_once_in_chinese_and_english():
         "GUAHAO_HIS_ADAPTER",
         "GUAHAO_SMS_CHANNEL",
         "GUAHAO_REALNAME_VERIFIER",
-        PAY,
     ]
     for problem in found:
         chinese, english = problem.split(" / ", 1)
@@ -256,7 +272,9 @@ def test_the_api_docs_say_development_mode(client):
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(tmp_path: Path, *command: str, timeout: int = 60, **env: str) -> subprocess.CompletedProcess:
+def start(
+    tmp_path: Path, *command: str, timeout: int = 60, **env: str
+) -> subprocess.CompletedProcess:
     """Run `command` as an operator would: a clean GUAHAO_* environment plus `env`, its own var/."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("GUAHAO_", "DJANGO_"))}
     clean.update(GUAHAO_VAR_DIR=str(tmp_path), **env)
@@ -274,13 +292,19 @@ def assert_refused(result: subprocess.CompletedProcess, *settings_named: str) ->
     assert "guahao refuses to start" in result.stderr
     assert "Traceback" not in result.stderr
     for setting in settings_named:
-        assert re.search(rf"^  - {re.escape(setting)}\S* [^/]*[\u4e00-\u9fff][^/]* / {re.escape(setting)}", result.stderr, re.M), (
+        assert re.search(
+            rf"^  - {re.escape(setting)}\S* [^/]*[\u4e00-\u9fff][^/]* / {re.escape(setting)}",
+            result.stderr,
+            re.M,
+        ), (
             setting,
             result.stderr,
         )
 
 
-def test_an_unset_environment_is_production_and_a_command_refuses_before_touching_the_database(tmp_path):
+def test_an_unset_environment_is_production_and_a_command_refuses_before_touching_the_database(
+    tmp_path,
+):
     result = start(tmp_path, *guahao("migrate", "--noinput"))
     assert_refused(
         result,
@@ -289,7 +313,6 @@ def test_an_unset_environment_is_production_and_a_command_refuses_before_touchin
         "GUAHAO_INDEX_KEY",
         "GUAHAO_SMS_CHANNEL",
         "GUAHAO_REALNAME_VERIFIER",
-        "GUAHAO_PAYMENT_PROVIDER",
     )
     assert not (tmp_path / "guahao.sqlite3").exists()
 
@@ -320,8 +343,15 @@ def test_the_wsgi_module_refuses_to_load(tmp_path):
 def test_gunicorn_halts_instead_of_booting_workers_into_the_refusal(tmp_path):
     result = start(
         tmp_path,
-        sys.executable, "-m", "gunicorn", "guahao.wsgi:application",
-        "--bind", "127.0.0.1:0", "--workers", "1", "--no-control-socket",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "guahao.wsgi:application",
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--no-control-socket",
     )
     assert result.returncode == environment.EXIT_REFUSED, result.stderr
     assert "GUAHAO_SECRET_KEY is missing or the development default" in result.stderr

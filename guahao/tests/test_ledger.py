@@ -19,7 +19,6 @@ from guahao.booking.states import HoldState, RegistrationStatus
 from guahao.catalog.models import Notice, NoticeAck
 from guahao.ledger import TIDY_INTERVAL, Violation, find_violations
 from guahao.payments.models import Payment, Refund
-from guahao.payments.providers import sandbox
 from guahao.scheduling.models import Session, Slot
 from guahao.scheduling.services import suspend_session, take_slots_offline
 from guahao.testing import (
@@ -29,6 +28,7 @@ from guahao.testing import (
     make_hospital,
     make_patient,
     make_session,
+    pay_at_provider,
     run_worker,
 )
 
@@ -81,7 +81,9 @@ def confirmed(session: Session, seq: int) -> Hold:
     for notice in Notice.objects.filter(hospital_id=session.hospital_id, is_active=True):
         NoticeAck.objects.create(notice=notice, account=account, acked_at=clock.now())
     hold = services.hold_slot(account=account, slot_id=session.slots.get(seq=seq).id)
-    return services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+    return services.confirm_hold(
+        account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False
+    )
 
 
 def paying(session: Session, seq: int = 1) -> tuple[Hold, Payment]:
@@ -92,7 +94,7 @@ def paying(session: Session, seq: int = 1) -> tuple[Hold, Payment]:
 
 def booked(session: Session, seq: int = 1) -> Registration:
     hold, payment = paying(session, seq)
-    sandbox.pay(payment.out_trade_no)
+    pay_at_provider(payment.out_trade_no)
     run_worker()
     return Registration.objects.select_related("hold__payment", "slot").get(hold=hold)
 
@@ -116,15 +118,19 @@ def test_cancelled_released_late_paid_and_offline_slots_are_clean(session):
     services.cancel_registration(account=registration.account, registration_id=registration.id)
     released = confirmed(session, seq=2)
     services.release_hold(account=released.account, hold_id=released.id)
-    assert take_slots_offline(session=session, count=1, now=clock.now()) == 1  # booked outside guahao
+    # Booked outside guahao.
+    assert take_slots_offline(session=session, count=1, now=clock.now()) == 1
     late, late_payment = paying(session, seq=4)
-    with clock.travel(LOCK + dt.timedelta(seconds=30)):  # paid after the lock, inside the order margin
-        sandbox.pay(late_payment.out_trade_no)
+    # Paid after the lock, inside the order margin.
+    with clock.travel(LOCK + dt.timedelta(seconds=30)):
+        pay_at_provider(late_payment.out_trade_no)
         run_worker()
         registration.refresh_from_db()
         assert registration.status == RegistrationStatus.CANCELLED
         assert Refund.objects.get(payment=late_payment).state == Refund.State.SUCCEEDED
-        assert Slot.objects.get(session=session, his_code=Slot.OFFLINE_CODE).state == Slot.State.BOOKED
+        assert (
+            Slot.objects.get(session=session, his_code=Slot.OFFLINE_CODE).state == Slot.State.BOOKED
+        )
         assert find_violations() == []
         assert find_violations(now=clock.now() + dt.timedelta(days=2)) == []
 
@@ -140,7 +146,9 @@ def test_a_suspension_handled_by_the_worker_is_clean(session):
     assert find_violations(now=clock.now() + PAST_TIDY) == []
 
 
-def test_the_check_makes_a_handful_of_queries_however_many_rows(session, django_assert_max_num_queries):
+def test_the_check_makes_a_handful_of_queries_however_many_rows(
+    session, django_assert_max_num_queries
+):
     for seq in (1, 2, 3):
         booked(session, seq=seq)
     with django_assert_max_num_queries(6):
@@ -184,7 +192,9 @@ def test_slot_states_that_disagree_with_their_holds_and_registrations(session):
     registration = booked(session, seq=1)
     Slot.objects.filter(id=registration.slot_id).update(state=Slot.State.FREE)
     unclaimed = session.slots.get(seq=2)
-    Slot.objects.filter(id=unclaimed.id).update(state=Slot.State.HELD, held_until=clock.now() + LOCK)
+    Slot.objects.filter(id=unclaimed.id).update(
+        state=Slot.State.HELD, held_until=clock.now() + LOCK
+    )
     assert found() == {
         ("slot_state_mismatch", ref(registration.slot)),
         ("slot_state_mismatch", ref(unclaimed)),
@@ -207,11 +217,16 @@ def test_a_hold_registering_past_its_cutoff(session):
     now = clock.now()
     Payment.objects.filter(id=payment.id).update(state=Payment.State.PAID, paid_at=now)
     Slot.objects.filter(id=hold.slot_id).update(state=Slot.State.BOOKED, held_until=None)
-    Hold.objects.filter(id=hold.id).update(state=HoldState.REGISTERING, payment=payment, updated_at=now)
+    Hold.objects.filter(id=hold.id).update(
+        state=HoldState.REGISTERING, payment=payment, updated_at=now
+    )
     cutoff = registering_cutoff(Hold.objects.select_related("session").get(id=hold.id))
     assert found(now=cutoff + TIDY_INTERVAL - dt.timedelta(minutes=1)) == set()
     with clock.travel(cutoff + PAST_TIDY - clock.now()):
-        assert found() == {("hold_registering_overdue", ref(hold)), ("payment_unsettled", ref(payment))}
+        assert found() == {
+            ("hold_registering_overdue", ref(hold)),
+            ("payment_unsettled", ref(payment)),
+        }
         assert_reported(ref(hold))
 
 
@@ -248,7 +263,9 @@ def test_a_refund_processing_for_more_than_a_day_is_stuck(session):
 
 def test_a_booked_registration_left_on_a_suspended_session(session):
     registration = booked(session)
-    Session.objects.filter(id=session.id).update(status=Session.Status.SUSPENDED, suspended_at=clock.now())
+    Session.objects.filter(id=session.id).update(
+        status=Session.Status.SUSPENDED, suspended_at=clock.now()
+    )
     assert found() == set()  # session.suspended's job has TIDY to cancel it
     with clock.travel(PAST_TIDY):
         assert found() == {("registration_not_cancelled_after_suspension", ref(registration))}
@@ -258,7 +275,8 @@ def test_a_booked_registration_left_on_a_suspended_session(session):
 def test_a_registration_made_after_its_session_was_suspended(session):
     registration = booked(session)
     Session.objects.filter(id=session.id).update(
-        status=Session.Status.SUSPENDED, suspended_at=registration.booked_at - dt.timedelta(minutes=1)
+        status=Session.Status.SUSPENDED,
+        suspended_at=registration.booked_at - dt.timedelta(minutes=1),
     )
     assert found() == {("registration_after_suspension", ref(registration))}
     assert_reported(ref(registration))

@@ -40,7 +40,9 @@ def ready_to_book(account: Account, hospital: Hospital, *, name: str = "张三�
     """An account that has a visiting patient and has acknowledged the hospital's notices."""
     patient = make_patient(account, name=name)
     for notice in Notice.objects.filter(hospital=hospital, is_active=True):
-        NoticeAck.objects.get_or_create(notice=notice, account=account, defaults={"acked_at": clock.now()})
+        NoticeAck.objects.get_or_create(
+            notice=notice, account=account, defaults={"acked_at": clock.now()}
+        )
     return patient
 
 
@@ -73,7 +75,9 @@ def confirmed(world: World, account: Account, patient: Patient, *, seq: int = 1)
 
     slot = world.session.slots.get(seq=seq)
     hold = services.hold_slot(account=account, slot_id=slot.id)
-    return services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+    return services.confirm_hold(
+        account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False
+    )
 
 
 def paid(world: World, account: Account, patient: Patient, *, seq: int = 1):
@@ -92,7 +96,9 @@ def paid(world: World, account: Account, patient: Patient, *, seq: int = 1):
 def ledger_is_clean_after_each_scenario(request):
     """`guahao ledger-check` finds nothing after any booking scenario: every test here ends with
     the books in order (or says which finding it leaves on purpose)."""
-    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames)
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(
+        request.fixturenames
+    )
     if not uses_db:
         yield
         return
@@ -104,16 +110,37 @@ def ledger_is_clean_after_each_scenario(request):
         assert find_violations() == []
 
 
+def press_pay_on_an_open_page(pay_url: str) -> tuple[int, str]:
+    """The patient presses 确认支付 on a WeChat cashier page opened earlier (its form posts back to
+    the H5 pay link), whatever the order's state now: (status, page)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    assert "/cashier/wechat/" in pay_url, pay_url
+    data = urllib.parse.urlencode({"action": "pay"}).encode()
+    request = urllib.request.Request(
+        pay_url.partition("&redirect_url=")[0], data=data, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 (loopback sandbox)
+            return answer.status, answer.read().decode("utf-8")
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode("utf-8")
+
+
 def registered(account: Account, patient: Patient, session: Session, *, seq: int = 1):
     """A registration (BOOKED) of `patient` on the session's number `seq`, made through hold,
     confirm, pay, the provider's notification and the worker."""
     from guahao.booking import services
     from guahao.booking.models import Registration
-    from guahao.testing import pay_at_provider
-    from guahao.testing import run_worker
+    from guahao.testing import pay_at_provider, run_worker
 
     hold = services.hold_slot(account=account, slot_id=session.slots.get(seq=seq).id)
-    services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+    services.confirm_hold(
+        account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False
+    )
     payment, _ = services.pay_hold(account=account, hold_id=hold.id)
     pay_at_provider(payment.out_trade_no)
     run_worker()

@@ -5,8 +5,10 @@ invariants hold; at the end, once the clock has passed every deadline and the wo
 drained, every paid payment is settled: registered or refunded in full, never both, never neither.
 
 Each example runs inside a savepoint that is rolled back afterwards, so examples never see each
-other's rows. Real thread concurrency is proven in test_races.py; here two workers interleave
-event by event.
+other's rows; the payment sandbox gateway outlives them, but every example's orders have numbers of
+their own. The provider calls go through the real adapters to the gateway, wrapped so that they fail
+on demand (FaultyProvider). Real thread concurrency is proven in test_races.py; here two workers
+interleave event by event.
 
 Profiles (guahao/conftest.py): 300 examples by default; GUAHAO_HYPOTHESIS_PROFILE=long runs 5,000.
 """
@@ -35,17 +37,29 @@ from guahao.booking import services
 from guahao.booking.models import Hold, Registration
 from guahao.booking.states import ACTIVE_REGISTRATION_STATES, HoldState, RegistrationStatus
 from guahao.errors import GuahaoError
+from guahao.faults import FaultQueue
 from guahao.his import services as his_services
 from guahao.his.simulated import SimulatedHis
 from guahao.ledger import STRUCTURAL_KINDS, find_violations
 from guahao.notifications import services as outbox
 from guahao.payments import services as payments
-from guahao.payments.models import Payment, Refund, SandboxNotification
-from guahao.payments.providers import sandbox
+from guahao.payments.models import Payment, Refund
+from guahao.payments.providers import ALIPAY
+from guahao.payments.providers.base import PaymentProvider
 from guahao.payments.providers.faulty import FaultyProvider
+from guahao.payments.sandbox import TradeClosed, TradeNotFound
 from guahao.scheduling.models import Session, Slot
 from guahao.scheduling.services import suspend_session
-from guahao.testing import client_send, make_account, make_session
+from guahao.testing import (
+    client_send,
+    deliver_notifications,
+    make_account,
+    make_session,
+    open_pay_page,
+    pay_at_provider,
+    payment_sandbox,
+    wrap_provider,
+)
 from guahao.worker import handle, run_once, run_sweeps
 
 from .conftest import loosen_caps, ready_to_book
@@ -58,14 +72,26 @@ HIS_FAULTS = ["refuse", "timeout", "lost_reply"]
 PROVIDER_FAULTS = ["refuse", "timeout", "lost_reply"]
 
 
+class SharedFaults(FaultyProvider):
+    """A real adapter (WeChat Pay or Alipay, whichever the order went to) failing on demand from
+    one queue of faults, so a fault hits the next call of its operation at either provider."""
+
+    def __init__(self, inner: PaymentProvider, faults: FaultQueue) -> None:
+        super().__init__(inner)
+        self.faults = faults
+
+    def next_fault(self, operation: str) -> str | None:
+        return self.faults.next_fault(operation)
+
+
 class _Context:
-    """What the outer test sets up once: the world, the simulated HIS and the faulty provider."""
+    """What the outer test sets up once: the world, the simulated HIS and the provider's faults."""
 
     hospital = None
     department = None
     doctor = None
     his: SimulatedHis
-    provider: FaultyProvider
+    provider_faults: FaultQueue
     examples = 0  # examples run to their end
     settled = {"registered": 0, "refunded": 0}  # paid payments seen settled, over all examples
 
@@ -91,11 +117,18 @@ class BookingMachine(RuleBasedStateMachine):
         ctx.his.clear_faults()
         ctx.his.locks.clear()
         ctx.his.registrations.clear()
-        ctx.provider.clear_faults()
+        ctx.provider_faults.clear_faults()
+        self.pay_urls: dict[str, str] = {}  # each order's pay page, as the patient was given it
         self.sessions = [
             make_session(ctx.department, doctor=ctx.doctor, slots=3, per_window=3, fee_fen=2500),
-            make_session(ctx.department, doctor=ctx.doctor, slots=2, per_window=1, fee_fen=1000,
-                         start=dt.time(14, 0)),
+            make_session(
+                ctx.department,
+                doctor=ctx.doctor,
+                slots=2,
+                per_window=1,
+                fee_fen=1000,
+                start=dt.time(14, 0),
+            ),
         ]
         self.slots = list(Slot.objects.filter(session__in=self.sessions).order_by("id"))
         self.people = []
@@ -125,8 +158,7 @@ class BookingMachine(RuleBasedStateMachine):
         self.pay(hold_id)
         order = Payment.objects.filter(hold_id=hold_id, state=Payment.State.CREATED).first()
         if pays and order is not None:
-            # TradeNotFound: the order's opening timed out before it reached the provider.
-            _swallow(lambda: sandbox.pay(order.out_trade_no), sandbox.TradeClosed, sandbox.TradeNotFound)
+            self._pay_at_cashier(order)
         return hold_id
 
     @rule(target=holds, who=st.integers(0, 2), slot=st.integers(0, 4))
@@ -140,28 +172,43 @@ class BookingMachine(RuleBasedStateMachine):
         account, _ = self.people[who]
         first = Slot.objects.filter(session=self.sessions[session]).order_by("seq").first()
         hold = _swallow(
-            lambda: services.hold_slot(account=account, session_id=first.session_id, window_start=first.window_start)
+            lambda: services.hold_slot(
+                account=account, session_id=first.session_id, window_start=first.window_start
+            )
         )
         return hold.id if hold else -1
 
     def _owner(self, hold_id):
         hold = Hold.objects.filter(id=hold_id).first()
-        return (hold, next(a for a, _ in self.people if a.id == hold.account_id)) if hold else (None, None)
+        return (
+            (hold, next(a for a, _ in self.people if a.id == hold.account_id))
+            if hold
+            else (None, None)
+        )
 
     @rule(hold_id=holds, channel=st.sampled_from(["wechat", "alipay"]))
     def confirm(self, hold_id, channel):
         hold, account = self._owner(hold_id)
         if hold:
             patient = next(p for a, p in self.people if a.id == account.id)
-            _swallow(lambda: services.confirm_hold(
-                account=account, hold_id=hold.id, patient_id=patient.id, channel=channel, insurance=False
-            ))
+            _swallow(
+                lambda: services.confirm_hold(
+                    account=account,
+                    hold_id=hold.id,
+                    patient_id=patient.id,
+                    channel=channel,
+                    insurance=False,
+                )
+            )
 
     @rule(hold_id=holds)
     def pay(self, hold_id):
         hold, account = self._owner(hold_id)
         if hold:
-            _swallow(lambda: services.pay_hold(account=account, hold_id=hold.id))
+            opened = _swallow(lambda: services.pay_hold(account=account, hold_id=hold.id))
+            if opened is not None:
+                payment, params = opened
+                self.pay_urls[payment.out_trade_no] = params.pay_url
 
     @rule(hold_id=holds)
     def i_have_paid(self, hold_id):
@@ -192,33 +239,56 @@ class BookingMachine(RuleBasedStateMachine):
     def _open_orders(self):
         return list(Payment.objects.filter(state=Payment.State.CREATED).order_by("id"))
 
+    def _pay_at_cashier(self, order: Payment, *, succeed: bool = True) -> None:
+        # An Alipay trade exists only once the patient opens its pay page, which a patient whose
+        # pay request failed never got; TradeNotFound: the order never reached the provider.
+        url = self.pay_urls.get(order.out_trade_no)
+        if order.provider == ALIPAY and url:
+            _swallow(lambda: open_pay_page(url), OSError)  # an HTTP error page for a refused one
+        _swallow(
+            lambda: pay_at_provider(order.out_trade_no, succeed=succeed), TradeClosed, TradeNotFound
+        )
+
+    def _our_notifications(self):
+        ours = set(Payment.objects.values_list("out_trade_no", flat=True))
+        return [n for n in payment_sandbox().notifications() if n.out_trade_no in ours]
+
     @rule(index=st.integers(0, 3), succeed=st.booleans(), any_order=st.booleans())
     def patient_pays_at_the_cashier(self, index, succeed, any_order):
         # Mostly an open order; sometimes any order at all (a closed or expired one, paid late).
         orders = list(Payment.objects.order_by("id") if any_order else self._open_orders())
         if orders:
-            order = orders[index % len(orders)]
-            _swallow(lambda: sandbox.pay(order.out_trade_no, succeed=succeed), sandbox.TradeClosed, sandbox.TradeNotFound)
+            self._pay_at_cashier(orders[index % len(orders)], succeed=succeed)
 
     @rule()
     def notifications_delivered(self):
-        sandbox.deliver_due_notifications(send=client_send)
+        payment_sandbox().deliver_due(send=client_send)
+
+    @rule()
+    def notifications_fail(self):
+        # Our callback is unreachable: the provider sends them again on its schedule.
+        payment_sandbox().deliver_due(send=lambda url, headers, body: (500, b""))
 
     @rule()
     def notifications_lost(self):
-        SandboxNotification.objects.filter(delivered_at__isnull=True).update(given_up_at=clock.now())
+        # Something on the way answers for us: the provider never sends them again.
+        payment_sandbox().deliver_due(send=lambda url, headers, body: (200, b"success"))
 
     @rule(index=st.integers(0, 5))
     def notification_duplicated(self, index):
-        sent = list(SandboxNotification.objects.filter(delivered_at__isnull=False).order_by("id"))
+        sent = [n for n in self._our_notifications() if n.delivered_at is not None]
         if sent:
             note = sent[index % len(sent)]
-            client_send(*sandbox.signed_delivery(note))
+            client_send(*note.signed())
 
-    @rule(operation=st.sampled_from(["create_order", "close_order", "query_order", "refund", "query_refund"]),
-          fault=st.sampled_from(PROVIDER_FAULTS))
+    @rule(
+        operation=st.sampled_from(
+            ["create_order", "close_order", "query_order", "refund", "query_refund"]
+        ),
+        fault=st.sampled_from(PROVIDER_FAULTS),
+    )
     def provider_fails_next(self, operation, fault):
-        _Context.provider.fail_next(operation, fault)
+        _Context.provider_faults.fail_next(operation, fault)
 
     @rule()
     def pollers_run(self):
@@ -227,8 +297,12 @@ class BookingMachine(RuleBasedStateMachine):
 
     # --- the HIS --------------------------------------------------------------------------------
 
-    @rule(operation=st.sampled_from(["lock_slot", "release_slot", "register", "query_registration", "cancel_registration"]),
-          fault=st.sampled_from(HIS_FAULTS))
+    @rule(
+        operation=st.sampled_from(
+            ["lock_slot", "release_slot", "register", "query_registration", "cancel_registration"]
+        ),
+        fault=st.sampled_from(HIS_FAULTS),
+    )
     def his_fails_next(self, operation, fault):
         _Context.his.fail_next(operation, fault)
 
@@ -240,7 +314,7 @@ class BookingMachine(RuleBasedStateMachine):
 
     @rule()
     def worker_runs(self):
-        run_once(worker_id="w1", send=client_send)
+        run_once(worker_id="w1")
 
     @rule(second_first=st.booleans())
     def two_workers_at_once(self, second_first):
@@ -262,7 +336,9 @@ class BookingMachine(RuleBasedStateMachine):
 
     @rule(session=st.integers(0, 1))
     def suspend(self, session):
-        suspend_session(session=Session.objects.get(id=self.sessions[session].id), reason="医生临时停诊")
+        suspend_session(
+            session=Session.objects.get(id=self.sessions[session].id), reason="医生临时停诊"
+        )
 
     # --- invariants after every step -------------------------------------------------------------
 
@@ -281,27 +357,32 @@ class BookingMachine(RuleBasedStateMachine):
         return (
             Hold.objects.filter(state__in=(*LIVE, HoldState.REGISTERING)).exists()
             or Payment.objects.filter(state=Payment.State.CREATED).exists()
-            or Payment.objects.filter(state=Payment.State.PAID, refunds__isnull=True, hold__payment__isnull=True).exists()
+            or Payment.objects.filter(
+                state=Payment.State.PAID, refunds__isnull=True, hold__payment__isnull=True
+            ).exists()
             or Refund.objects.exclude(state=Refund.State.SUCCEEDED).exists()
             or Registration.objects.filter(status=RegistrationStatus.REFUNDING).exists()
-            or SandboxNotification.objects.filter(delivered_at__isnull=True, given_up_at__isnull=True).exists()
+            or any(n.delivered_at is None and not n.gave_up for n in self._our_notifications())
             or outbox_pending()
         )
 
     def _settle_everything(self) -> None:
         _Context.his.clear_faults()
-        _Context.provider.clear_faults()
+        _Context.provider_faults.clear_faults()
         for _ in range(60):
             if not self._anything_pending():
                 break
             self._stack.enter_context(clock.travel(dt.timedelta(hours=1)))
-            run_once(worker_id="w1", send=client_send)
+            deliver_notifications()
+            run_once(worker_id="w1")
             for refund in Refund.objects.filter(state=Refund.State.FAILED):
                 payments.retry_refund(refund_no=refund.refund_no)  # what staff do with the queue
         else:
             raise AssertionError("the workers did not settle everything within 60 hours")
         for payment in Payment.objects.filter(state=Payment.State.PAID):
-            booked = Registration.objects.filter(hold__payment=payment, status__in=ACTIVE_REGISTRATION_STATES).exists()
+            booked = Registration.objects.filter(
+                hold__payment=payment, status__in=ACTIVE_REGISTRATION_STATES
+            ).exists()
             refunded = payment.refunded_fen == payment.amount_fen
             assert booked != refunded, f"payment {payment.id}: booked={booked} refunded={refunded}"
             _Context.settled["registered" if booked else "refunded"] += 1
@@ -311,7 +392,9 @@ class BookingMachine(RuleBasedStateMachine):
         assert not Registration.objects.filter(status=RegistrationStatus.REFUNDING).exists()
         # What the HIS holds is what we hold: no registration there that we refunded or lost.
         ours = set(
-            Registration.objects.filter(status__in=ACTIVE_REGISTRATION_STATES).values_list("hold_id", flat=True)
+            Registration.objects.filter(status__in=ACTIVE_REGISTRATION_STATES).values_list(
+                "hold_id", flat=True
+            )
         )
         assert _Context.his.active_registrations() == ours
         assert find_violations() == []
@@ -326,11 +409,15 @@ def outbox_pending() -> bool:
 
 def test_every_paid_payment_ends_registered_or_refunded(world, monkeypatch):
     loosen_caps(world.hospital)
-    _Context.hospital, _Context.department, _Context.doctor = world.hospital, world.department, world.doctor
+    _Context.hospital, _Context.department, _Context.doctor = (
+        world.hospital,
+        world.department,
+        world.doctor,
+    )
     _Context.his = SimulatedHis()
-    _Context.provider = FaultyProvider(sandbox.SandboxProvider())
+    _Context.provider_faults = FaultQueue()
     monkeypatch.setattr(his_services, "adapter", lambda: _Context.his)
-    monkeypatch.setattr(payments, "provider", lambda name=None: _Context.provider)
+    wrap_provider(monkeypatch, lambda real: SharedFaults(real, _Context.provider_faults))
     _Context.examples, _Context.settled = 0, {"registered": 0, "refunded": 0}
     run_state_machine_as_test(BookingMachine)
     # The run explored what it should: the profile's examples, and paid orders ending both ways.

@@ -16,13 +16,20 @@ from guahao.booking.states import HoldState, hold_sources
 from guahao.db import atomic_retry
 from guahao.errors import Conflict
 from guahao.payments import services as payments
-from guahao.payments.models import Payment, Refund, SandboxNotification, SandboxTrade
-from guahao.payments.providers import sandbox
-from guahao.payments.providers.base import ProviderTimeout
+from guahao.payments.models import Payment, Refund
+from guahao.payments.sandbox import TradeClosed
 from guahao.scheduling.models import ReleaseRule, Session, Slot
 from guahao.scheduling.services import suspend_session
 from guahao.sqlguard import JoinedStateUpdate
-from guahao.testing import api_client, make_account, make_patient, make_session, run_worker
+from guahao.testing import (
+    api_client,
+    make_account,
+    make_patient,
+    make_session,
+    pay_at_provider,
+    payment_sandbox,
+    run_worker,
+)
 
 from .conftest import confirmed, paid, ready_to_book
 
@@ -30,8 +37,9 @@ pytestmark = pytest.mark.django_db
 
 
 def drop_notifications() -> None:
-    """The provider's notifications never reach us (it gives up)."""
-    SandboxNotification.objects.filter(delivered_at__isnull=True).update(given_up_at=clock.now())
+    """The provider's notifications due now never reach us: something on the way answers for us,
+    so the provider never sends them again."""
+    payment_sandbox().deliver_due(send=lambda url, headers, body: (200, b"success"))
 
 
 def refunds_of(payment: Payment) -> list[Refund]:
@@ -47,36 +55,30 @@ def test_a_lapsed_hold_taken_by_the_next_patient_has_its_order_closed(world, boo
     with clock.travel(dt.timedelta(minutes=10, seconds=5)):
         other = make_account()
         ready_to_book(other, world.hospital, name="李四")
-        services.hold_slot(account=other, slot_id=hold.slot_id)  # expires the lapsed hold in its claim
+        # Its claim expires the lapsed hold.
+        services.hold_slot(account=other, slot_id=hold.slot_id)
         run_worker()  # hold.expired → its order is closed
         payment.refresh_from_db()
         assert payment.state == Payment.State.CLOSED
-        assert SandboxTrade.objects.get(out_trade_no=payment.out_trade_no).state == "CLOSED"
-    with clock.travel(dt.timedelta(hours=3)), pytest.raises(sandbox.TradeClosed):
-        sandbox.pay(payment.out_trade_no)  # hours later, the cashier refuses the money
+        assert payment_sandbox().trade(payment.out_trade_no).state == "CLOSED"
+    with clock.travel(dt.timedelta(hours=3)), pytest.raises(TradeClosed):
+        pay_at_provider(payment.out_trade_no)  # hours later, the cashier refuses the money
 
 
-def test_a_close_that_times_out_is_retried_until_the_order_is_closed(world, booker, monkeypatch):
+def test_a_close_that_times_out_is_retried_until_the_order_is_closed(world, booker):
     hold = confirmed(world, *booker)
     payment, _ = services.pay_hold(account=booker[0], hold_id=hold.id)
-    real_close = sandbox.SandboxProvider.close_order
-    calls = []
-
-    def flaky_close(self, out_trade_no):
-        calls.append(out_trade_no)
-        if len(calls) == 1:
-            raise ProviderTimeout("no answer")
-        return real_close(self, out_trade_no)
-
-    monkeypatch.setattr(sandbox.SandboxProvider, "close_order", flaky_close)
+    payment_sandbox().fault("wechat.close", "drop")  # the first close gets no answer
     with clock.travel(dt.timedelta(minutes=10, seconds=5)):
         run_worker()
         payment.refresh_from_db()
         assert payment.state == Payment.State.CREATED  # the close timed out; the job waits
+        assert payment_sandbox().trade(payment.out_trade_no).state == "NOTPAY"
     with clock.travel(dt.timedelta(minutes=12)):
         run_worker()
+        assert payment_sandbox().trade(payment.out_trade_no).state == "CLOSED"  # before its expiry
     payment.refresh_from_db()
-    assert payment.state == Payment.State.CLOSED and len(calls) == 2
+    assert payment.state == Payment.State.CLOSED
 
 
 def test_a_payment_whose_notification_is_lost_after_expiry_is_refunded_once(world, booker):
@@ -96,7 +98,9 @@ def test_the_provider_order_expires_with_the_hold_plus_a_margin(world, booker):
     hold = confirmed(world, *booker)
     payment, _ = services.pay_hold(account=booker[0], hold_id=hold.id)
     assert payment.expires_at == hold.expires_at + payments.ORDER_MARGIN
-    assert SandboxTrade.objects.get(out_trade_no=payment.out_trade_no).expires_at == payment.expires_at
+    # time_expire carries whole seconds: the provider stops taking money no later than we do.
+    at_provider = payment_sandbox().trade(payment.out_trade_no).expires_at
+    assert at_provider == payment.expires_at.replace(microsecond=0)
 
 
 # --- one payable order at a time ------------------------------------------------------------------
@@ -121,7 +125,9 @@ def test_an_order_being_opened_is_never_closed_under_it(world, booker):
     with clock.travel(payments.OPENING_TIMEOUT + dt.timedelta(seconds=1)):
         # Its request is long gone: the order may be closed and a new one opened.
         second, _ = services.pay_hold(account=booker[0], hold_id=hold.id)
-    assert list(Payment.objects.filter(hold=hold).values_list("state", flat=True).order_by("id")) == ["closed", "created"]
+    assert list(
+        Payment.objects.filter(hold=hold).values_list("state", flat=True).order_by("id")
+    ) == ["closed", "created"]
     assert second.state == Payment.State.CREATED
 
 
@@ -131,10 +137,18 @@ def test_the_visiting_patient_is_fixed_once_an_order_is_open(world, booker):
     services.pay_hold(account=account, hold_id=hold.id)
     relative = make_patient(account, name="张小明", relation="child")
     with pytest.raises(Conflict) as caught:
-        services.confirm_hold(account=account, hold_id=hold.id, patient_id=relative.id, channel="wechat", insurance=False)
+        services.confirm_hold(
+            account=account,
+            hold_id=hold.id,
+            patient_id=relative.id,
+            channel="wechat",
+            insurance=False,
+        )
     assert caught.value.code == "patient_fixed_after_payment"
     # The channel may still change for the next order.
-    again = services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="alipay", insurance=False)
+    again = services.confirm_hold(
+        account=account, hold_id=hold.id, patient_id=patient.id, channel="alipay", insurance=False
+    )
     assert again.patient_id == patient.id and again.channel == "alipay"
 
 
@@ -157,7 +171,9 @@ def test_a_lock_that_timed_out_is_released_at_the_his_by_our_hold_id(world, book
     assert ("release_slot", hold.id) in simulated_his.calls
 
 
-def test_a_registration_whose_reply_was_lost_is_found_by_asking_the_his(world, booker, simulated_his):
+def test_a_registration_whose_reply_was_lost_is_found_by_asking_the_his(
+    world, booker, simulated_his
+):
     simulated_his.fail_next("register", "lost_reply")
     hold, payment = paid(world, *booker)
     # Notification → win → register inline: the HIS registered, the reply was lost. The
@@ -170,7 +186,9 @@ def test_a_registration_whose_reply_was_lost_is_found_by_asking_the_his(world, b
     assert simulated_his.calls.count(("register", hold.id)) == 1
 
 
-def test_an_his_that_never_answers_is_given_up_at_the_cutoff_refunded_and_cancelled(world, booker, simulated_his):
+def test_an_his_that_never_answers_is_given_up_at_the_cutoff_refunded_and_cancelled(
+    world, booker, simulated_his
+):
     simulated_his.fail_next("register", "lost_reply")  # it did register, we never hear of it
     simulated_his.fail_next("query_registration", "timeout", times=1000)
     hold, payment = paid(world, *booker)
@@ -228,12 +246,16 @@ def test_suspension_while_registering_refunds_and_cancels_at_the_his(world, book
     assert ("cancel_registration", hold.id) in simulated_his.calls
 
 
-def test_an_his_registration_arriving_after_the_suspension_is_cancelled_not_booked(world, booker, simulated_his):
+def test_an_his_registration_arriving_after_the_suspension_is_cancelled_not_booked(
+    world, booker, simulated_his
+):
     simulated_his.fail_next("register", "timeout", times=2)
     hold, payment = paid(world, *booker)
     run_worker()
     assert Hold.objects.get(id=hold.id).state == HoldState.REGISTERING
-    Session.objects.filter(id=world.session.id).update(status=Session.Status.SUSPENDED, suspended_at=clock.now())
+    Session.objects.filter(id=world.session.id).update(
+        status=Session.Status.SUSPENDED, suspended_at=clock.now()
+    )
     # The HIS answers before the suspension's own job has run.
     services.register_paid_hold(hold_id=hold.id)
     hold.refresh_from_db()
@@ -284,7 +306,9 @@ def test_a_database_failure_answers_503_in_chinese_not_500(world, booker, monkey
         raise OperationalError("the database system is shutting down")
 
     monkeypatch.setattr(services, "hold_slot", fail)
-    response = api_client(booker[0]).post("/api/v1/holds", {"slot_id": world.session.slots.first().id})
+    response = api_client(booker[0]).post(
+        "/api/v1/holds", {"slot_id": world.session.slots.first().id}
+    )
     assert response.status_code == 503
     assert response.json()["message"] == "系统繁忙，请稍后重试"
 
@@ -296,14 +320,24 @@ def test_an_update_filtered_across_a_relation_is_refused_by_the_suite(world):
 
 
 @pytest.mark.leaves_ledger_finding  # the planted holds have no payment behind them
-def test_the_cutoff_sweep_reaches_an_overdue_hold_behind_many_that_are_not(world, booker, simulated_his):
-    later = make_session(world.department, doctor=world.doctor, day=clock.today() + dt.timedelta(days=7), slots=3)
+def test_the_cutoff_sweep_reaches_an_overdue_hold_behind_many_that_are_not(
+    world, booker, simulated_his
+):
+    later = make_session(
+        world.department, doctor=world.doctor, day=clock.today() + dt.timedelta(days=7), slots=3
+    )
     now = clock.now()
     someone_else = make_account()
     for slot in later.slots.all():  # registering for a session a week away: far from their cutoff
         Hold.objects.create(
-            account=someone_else, slot=slot, session=later, state=HoldState.REGISTERING,
-            expires_at=now + dt.timedelta(minutes=10), fee_fen=1000, created_at=now, updated_at=now,
+            account=someone_else,
+            slot=slot,
+            session=later,
+            state=HoldState.REGISTERING,
+            expires_at=now + dt.timedelta(minutes=10),
+            fee_fen=1000,
+            created_at=now,
+            updated_at=now,
         )
     simulated_his.fail_next("register", "timeout", times=2)
     hold, payment = paid(world, *booker)
@@ -319,7 +353,9 @@ def test_the_cutoff_sweep_reaches_an_overdue_hold_behind_many_that_are_not(world
 
 
 @pytest.mark.parametrize("fault", ["lost_reply", "timeout"])
-def test_a_cancel_the_his_does_not_answer_is_finished_not_dropped(world, booker, simulated_his, fault):
+def test_a_cancel_the_his_does_not_answer_is_finished_not_dropped(
+    world, booker, simulated_his, fault
+):
     """The HIS may have cancelled (its answer lost) or not (no answer at all): either way the
     patient asked in time, so we refund and keep cancelling at the HIS until it confirms. A
     registration left BOOKED here while the HIS had cancelled it would exist nowhere else."""

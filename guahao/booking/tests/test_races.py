@@ -17,10 +17,9 @@ from guahao.booking.states import HoldState, RegistrationStatus
 from guahao.errors import Conflict
 from guahao.payments import services as payments
 from guahao.payments.models import Payment, Refund
-from guahao.payments.providers import sandbox
 from guahao.scheduling.models import Session, Slot
 from guahao.scheduling.services import suspend_session
-from guahao.testing import make_account, make_session, run_worker
+from guahao.testing import make_account, make_session, pay_at_provider, payment_sandbox, run_worker
 
 from .conftest import World, loosen_caps, paid, ready_to_book
 from .interleave import race
@@ -39,7 +38,10 @@ def rounds(world, booker, simulated_his):
     loosen_caps(world.hospital)
 
     def make() -> World:
-        return dataclasses.replace(world, session=make_session(world.department, doctor=world.doctor, slots=4, fee_fen=2500))
+        return dataclasses.replace(
+            world,
+            session=make_session(world.department, doctor=world.doctor, slots=4, fee_fen=2500),
+        )
 
     return make
 
@@ -115,7 +117,7 @@ def test_two_paid_orders_of_one_hold_one_wins_the_other_is_refunded(rounds, book
         # The provider took the money just as we closed the order (its close answered "closed").
         Payment.objects.filter(id=first.id).update(state=Payment.State.CLOSED)
         second, _ = services.pay_hold(account=booker[0], hold_id=hold.id)
-        sandbox.pay(second.out_trade_no)
+        pay_at_provider(second.out_trade_no)
         assert payments.refresh_payment(payment_id=first.id)
         assert payments.refresh_payment(payment_id=second.id)
         out = race(
@@ -137,7 +139,9 @@ def thread_clock(monkeypatch):
     """Each thread may see its own time (offset), as two requests either side of an expiry do."""
     local = threading.local()
     real_now = clock.now
-    monkeypatch.setattr(clock, "now", lambda: real_now() + getattr(local, "offset", dt.timedelta(0)))
+    monkeypatch.setattr(
+        clock, "now", lambda: real_now() + getattr(local, "offset", dt.timedelta(0))
+    )
 
     def at(moment: dt.datetime) -> None:
         local.offset = moment - real_now()
@@ -145,7 +149,9 @@ def thread_clock(monkeypatch):
     return at
 
 
-def test_a_payment_at_the_expiry_boundary_and_the_next_claimant_never_deadlock(rounds, booker, thread_clock):
+def test_a_payment_at_the_expiry_boundary_and_the_next_claimant_never_deadlock(
+    rounds, booker, thread_clock
+):
     other = make_account()
     for i in range(ROUNDS):
         world = rounds()
@@ -178,7 +184,9 @@ def test_a_payment_at_the_expiry_boundary_and_the_next_claimant_never_deadlock(r
             assert outcome == "registered"
 
 
-def test_suspension_racing_a_payment_never_leaves_a_registration_on_the_suspended_session(rounds, booker):
+def test_suspension_racing_a_payment_never_leaves_a_registration_on_the_suspended_session(
+    rounds, booker
+):
     for i in range(ROUNDS):
         world = rounds()
         hold, payment = recorded_paid(world, booker)
@@ -191,7 +199,9 @@ def test_suspension_racing_a_payment_never_leaves_a_registration_on_the_suspende
             out = race(complete, suspend, pause_first_after=HOLD_UPDATE)
         assert not [v for v in out.values() if isinstance(v, Exception)], out
         assert settled_once(payment) == "refunded"
-        assert not Registration.objects.filter(session=session, status__in=["booked", "checked_in"]).exists()
+        assert not Registration.objects.filter(
+            session=session, status__in=["booked", "checked_in"]
+        ).exists()
     no_violations()
 
 
@@ -213,10 +223,12 @@ def test_a_double_tap_on_pay_never_opens_two_payable_orders(rounds, booker):
         orders = Payment.objects.filter(hold=hold)
         assert orders.filter(state=Payment.State.CREATED).count() == 1
         # Nothing is payable at the provider but the one open order.
-        open_at_provider = set(
-            sandbox.SandboxTrade.objects.filter(out_trade_no__in=orders.values("out_trade_no"), state="NOTPAY")
-            .values_list("out_trade_no", flat=True)
-        )
+        at_provider = [
+            payment_sandbox().trade(no) for no in orders.values_list("out_trade_no", flat=True)
+        ]
+        open_at_provider = {
+            t.out_trade_no for t in at_provider if t is not None and t.state == "NOTPAY"
+        }
         assert open_at_provider == {orders.get(state=Payment.State.CREATED).out_trade_no}
 
 

@@ -29,6 +29,7 @@ from guahao.testing import (
     make_hospital,
     make_session,
     run_worker,
+    wrap_provider,
 )
 
 pytestmark = pytest.mark.browser
@@ -69,12 +70,16 @@ def sign_out(page) -> None:
 def day(transactional_db):
     """One hospital: 皮肤科 with two sessions of 彭飞 tomorrow, a patient booked in each."""
     hospital = make_hospital(name="杭州市第一人民医院", short_name="市一医院")
-    ReleaseRule.objects.filter(hospital=hospital).update(lock_minutes=10, max_live_holds_per_account=5)
+    ReleaseRule.objects.filter(hospital=hospital).update(
+        lock_minutes=10, max_live_holds_per_account=5
+    )
     skin = make_department(hospital, name="皮肤科")
     peng = make_doctor(skin, name="彭飞")
     tomorrow = clock.today() + dt.timedelta(days=1)
     morning = make_session(skin, doctor=peng, day=tomorrow, slots=6, fee_fen=2500)
-    afternoon = make_session(skin, doctor=peng, day=tomorrow, slots=4, start=dt.time(14, 0), fee_fen=2500)
+    afternoon = make_session(
+        skin, doctor=peng, day=tomorrow, slots=4, start=dt.time(14, 0), fee_fen=2500
+    )
     account = make_account("13912345678")
     patient = ready_to_book(account, hospital, name="张三丰")
     return {
@@ -110,7 +115,9 @@ def test_a_day_at_the_console(pc, site, day) -> None:
     listed = page.locator("#result_list tbody").inner_text()
     assert "13912345678" not in listed and "张*丰" in listed
     shot(page, "orders")
-    assert AuditEntry.objects.filter(action=AuditEntry.Action.SEARCH_PII, staff_username="wang.ops").exists()
+    assert AuditEntry.objects.filter(
+        action=AuditEntry.Action.SEARCH_PII, staff_username="wang.ops"
+    ).exists()
 
     # --- cancels the morning one for the patient, with a reason ---------------------------------
     first = day["first"]
@@ -126,7 +133,9 @@ def test_a_day_at_the_console(pc, site, day) -> None:
     assert first.status in (RegistrationStatus.REFUNDING, RegistrationStatus.CANCELLED)
     assert first.cancelled_by == "wang.ops"
     assert Refund.objects.filter(payment=first.hold.payment).exists()
-    assert AuditEntry.objects.filter(action=AuditEntry.Action.CANCEL, object_id=str(first.pk), result="success").exists()
+    assert AuditEntry.objects.filter(
+        action=AuditEntry.Action.CANCEL, object_id=str(first.pk), result="success"
+    ).exists()
 
     # --- suspends the afternoon session, with a reason: its registration is cancelled -------------
     afternoon = day["afternoon"]
@@ -168,8 +177,11 @@ def test_a_day_at_the_console(pc, site, day) -> None:
     assert page.locator("input[name=_save]").count() == 0
     assert page.locator("a.deletelink").count() == 0
     assert "lock_minutes" in page.content() or "锁号时长" in page.content()
-    answer = page.request.post(f"{site}/admin/console/auditentry/{entry.pk}/delete/",
-                               form={"post": "yes"}, fail_on_status_code=False)
+    answer = page.request.post(
+        f"{site}/admin/console/auditentry/{entry.pk}/delete/",
+        form={"post": "yes"},
+        fail_on_status_code=False,
+    )
     assert answer.status == 403
     assert AuditEntry.objects.filter(pk=entry.pk).exists()
 
@@ -182,14 +194,20 @@ def test_the_dashboard_shows_how_fast_the_latest_release_went(pc, site, transact
     released_day = today + dt.timedelta(days=7)
     taken = {"皮肤科": [0.5, 1, 1.5, 2, 2.5, 3], "儿科": [1, 2, 4, 6, 9, 12], "眼科": [2, 5, 8, 15]}
     for name, minutes in taken.items():
-        session = make_session(make_department(hospital, name=name), day=released_day, slots=6, fee_fen=2500)
+        session = make_session(
+            make_department(hospital, name=name), day=released_day, slots=6, fee_fen=2500
+        )
         for seq, minute in enumerate(minutes, start=1):
             account = make_account()
             patient = ready_to_book(account, hospital)
             # (frozen_at moves the clock from the real now, so these blocks are never nested)
-            with clock.frozen_at(clock.at_local(today, dt.time(7, 0)) + dt.timedelta(minutes=minute)):
+            with clock.frozen_at(
+                clock.at_local(today, dt.time(7, 0)) + dt.timedelta(minutes=minute)
+            ):
                 registered(account, patient, session, seq=seq)
-    staff = make_staff(role=[roles.OPERATIONS, roles.FINANCE], hospitals=[hospital], username="chen.ops")
+    staff = make_staff(
+        role=[roles.OPERATIONS, roles.FINANCE], hospitals=[hospital], username="chen.ops"
+    )
     with clock.frozen_at(clock.at_local(today, dt.time(10, 0))):
         sign_in(pc, site, staff)
         html = pc.content()
@@ -202,11 +220,17 @@ def test_the_dashboard_shows_how_fast_the_latest_release_went(pc, site, transact
 def test_finance_works_through_the_failed_refunds(pc, site, day, monkeypatch) -> None:
     """A refund the provider refused waits in 退款失败; finance retries it under the same number."""
     from guahao.booking import services as booking
-    from guahao.payments import services as payments
-    from guahao.payments.tests.test_console_refunds import Refusing
+    from guahao.payments.providers.base import ProviderRefused
+    from guahao.payments.providers.faulty import FaultyProvider
+
+    class Refusing(FaultyProvider):
+        def refund(self, **request) -> None:
+            raise ProviderRefused(
+                "NOT_ENOUGH: 基本账户余额不足，请充值后重新发起", code="NOT_ENOUGH"
+            )
 
     first = day["first"]
-    monkeypatch.setattr(payments, "provider", lambda name=None: Refusing())
+    wrap_provider(monkeypatch, Refusing)
     booking.cancel_registration(account=day["account"], registration_id=first.id)
     monkeypatch.undo()
     refund = Refund.objects.get(payment=first.hold.payment)
@@ -229,4 +253,6 @@ def test_finance_works_through_the_failed_refunds(pc, site, day, monkeypatch) ->
     run_worker()
     refund.refresh_from_db()
     assert refund.state in (Refund.State.PROCESSING, Refund.State.SUCCEEDED)
-    assert AuditEntry.objects.filter(action=AuditEntry.Action.REFUND_RETRY, staff_username="sun.finance").exists()
+    assert AuditEntry.objects.filter(
+        action=AuditEntry.Action.REFUND_RETRY, staff_username="sun.finance"
+    ).exists()

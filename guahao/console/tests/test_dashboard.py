@@ -25,7 +25,6 @@ from guahao.console.site import WORK_AREAS
 from guahao.console.testing import console_client, make_staff, superuser_client
 from guahao.notifications.services import emit
 from guahao.patients.models import Account, Patient
-from guahao.payments.providers import sandbox
 from guahao.scheduling.models import ReleaseRule, Session
 from guahao.testing import (
     make_account,
@@ -33,6 +32,7 @@ from guahao.testing import (
     make_hospital,
     make_patient,
     make_session,
+    pay_at_provider,
     run_worker,
 )
 
@@ -47,7 +47,9 @@ MORNING = clock.at_local(TODAY, dt.time(6, 0))
 def patient_of(hospital: Hospital) -> tuple[Account, Patient]:
     account = make_account()
     for notice in Notice.objects.filter(hospital=hospital, is_active=True):
-        NoticeAck.objects.get_or_create(notice=notice, account=account, defaults={"acked_at": clock.now()})
+        NoticeAck.objects.get_or_create(
+            notice=notice, account=account, defaults={"acked_at": clock.now()}
+        )
     return account, make_patient(account, name="张三丰")
 
 
@@ -55,9 +57,11 @@ def register(session: Session, seq: int) -> Registration:
     """A registration made through the real flow: hold, confirm, pay, the worker settles."""
     account, patient = patient_of(session.hospital)
     hold = booking.hold_slot(account=account, slot_id=session.slots.get(seq=seq).id)
-    booking.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+    booking.confirm_hold(
+        account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False
+    )
     payment, _ = booking.pay_hold(account=account, hold_id=hold.id)
-    sandbox.pay(payment.out_trade_no)
+    pay_at_provider(payment.out_trade_no)
     run_worker()
     return Registration.objects.get(hold=hold)
 
@@ -65,7 +69,9 @@ def register(session: Session, seq: int) -> Registration:
 def build_day(hospital: Hospital) -> dict[str, Registration]:
     """Today at this hospital: one registration stands, one was cancelled and refunded, one was a
     no-show — all three booked and paid today for today's 09:00 session (25 元 each)."""
-    session = make_session(make_department(hospital, name="心血管内科"), day=TODAY, start=dt.time(9, 0), fee_fen=2500)
+    session = make_session(
+        make_department(hospital, name="心血管内科"), day=TODAY, start=dt.time(9, 0), fee_fen=2500
+    )
     booked, cancelled, no_show = (register(session, seq) for seq in (1, 2, 3))
     booking.cancel_registration(account=cancelled.account, registration_id=cancelled.id)
     run_worker()
@@ -119,7 +125,15 @@ def test_the_page_shows_the_figures_in_yuan_under_a_bounded_number_of_queries(
         response = client.get("/admin/")
     html = response.content.decode()
     assert response.status_code == 200
-    for text in ("今日新增挂号", "今日取消", "今日爽约", "今日实收（元）", "50.00 元", "未支付关闭率", "今日挂号失败"):
+    for text in (
+        "今日新增挂号",
+        "今日取消",
+        "今日爽约",
+        "今日实收（元）",
+        "50.00 元",
+        "未支付关闭率",
+        "今日挂号失败",
+    ):
         assert text in html, text
     with django_assert_max_num_queries(12):  # constant: independent of the number of rows
         dashboard_for(staff)
@@ -140,8 +154,14 @@ def test_a_hold_that_failed_at_the_his_and_retried_his_jobs_are_counted(two_hosp
     with clock.frozen_at(MORNING + dt.timedelta(hours=1)):
         hold = Hold.objects.filter(session__hospital=a).first()
         failed = Hold.objects.create(
-            account=hold.account, slot=hold.session.slots.get(seq=4), session=hold.session, state=HoldState.FAILED,
-            expires_at=clock.now(), fee_fen=2500, created_at=clock.now(), updated_at=clock.now(),
+            account=hold.account,
+            slot=hold.session.slots.get(seq=4),
+            session=hold.session,
+            state=HoldState.FAILED,
+            expires_at=clock.now(),
+            fee_fen=2500,
+            created_at=clock.now(),
+            updated_at=clock.now(),
         )
         job = emit("his.cancel", hold_id=failed.id, registration_no="R1")
         type(job).objects.filter(pk=job.pk).update(attempts=2, last_error="HisTimeout")
@@ -163,13 +183,22 @@ def test_the_latest_release_is_todays_once_its_time_has_passed_else_yesterdays()
     moment, visit = latest_release_moment(rule, clock.at_local(day, dt.time(9, 0)))
     assert (moment, visit) == (clock.at_local(day, dt.time(8, 0)), dt.date(2026, 3, 17))
     moment, visit = latest_release_moment(rule, clock.at_local(day, dt.time(7, 59)))
-    assert (moment, visit) == (clock.at_local(day - dt.timedelta(days=1), dt.time(8, 0)), dt.date(2026, 3, 16))
+    assert (moment, visit) == (
+        clock.at_local(day - dt.timedelta(days=1), dt.time(8, 0)),
+        dt.date(2026, 3, 16),
+    )
 
 
 def hold_at(session: Session, seq: int, moment: dt.datetime, state: str = HoldState.HELD) -> Hold:
     return Hold.objects.create(
-        account=make_account(), slot=session.slots.get(seq=seq), session=session, state=state,
-        expires_at=moment + dt.timedelta(minutes=10), fee_fen=1000, created_at=moment, updated_at=moment,
+        account=make_account(),
+        slot=session.slots.get(seq=seq),
+        session=session,
+        state=state,
+        expires_at=moment + dt.timedelta(minutes=10),
+        fee_fen=1000,
+        created_at=moment,
+        updated_at=moment,
     )
 
 
@@ -181,7 +210,8 @@ def test_release_speed_is_the_minutes_until_half_and_all_numbers_were_taken():
     visit = TODAY + dt.timedelta(days=7)
     fast = make_session(make_department(hospital, name="儿科"), day=visit, slots=4)
     slow = make_session(make_department(hospital, name="皮肤科"), day=visit, slots=4)
-    earlier = make_session(fast.department, day=visit - dt.timedelta(days=1), slots=2)  # yesterday's release
+    # Yesterday's release.
+    earlier = make_session(fast.department, day=visit - dt.timedelta(days=1), slots=2)
     for seq, minutes in ((1, 1), (2, 2), (3, 3), (4, 5)):
         hold_at(fast, seq, released + dt.timedelta(minutes=minutes), HoldState.SUCCEEDED)
     hold_at(slow, 1, released + dt.timedelta(minutes=10))
@@ -191,8 +221,16 @@ def test_release_speed_is_the_minutes_until_half_and_all_numbers_were_taken():
 
     items = {i.name: i for i in release_speed({hospital.id}, now)}
     assert set(items) == {"儿科", "皮肤科"}
-    assert (items["儿科"].half_minutes, items["儿科"].all_minutes, items["儿科"].online) == (2.0, 5.0, 4)
-    assert (items["皮肤科"].half_minutes, items["皮肤科"].all_minutes, items["皮肤科"].taken) == (30.0, None, 2)
+    assert (items["儿科"].half_minutes, items["儿科"].all_minutes, items["儿科"].online) == (
+        2.0,
+        5.0,
+        4,
+    )
+    assert (items["皮肤科"].half_minutes, items["皮肤科"].all_minutes, items["皮肤科"].taken) == (
+        30.0,
+        None,
+        2,
+    )
     assert release_speed({make_hospital().id}, now) == []
 
 
@@ -200,13 +238,21 @@ def test_release_speed_is_drawn_as_svg_without_inline_script_or_style():
     hospital = make_hospital(name="丁医院")
     staff = make_staff(role=roles.OPERATIONS, hospitals=[hospital])
     rule = ReleaseRule.objects.get(hospital=hospital, department=None)
-    session = make_session(make_department(hospital, name="眼科"), day=clock.today() + dt.timedelta(days=rule.window_days), slots=2)
+    session = make_session(
+        make_department(hospital, name="眼科"),
+        day=clock.today() + dt.timedelta(days=rule.window_days),
+        slots=2,
+    )
     released, _visit = latest_release_moment(rule, clock.now())
     hold_at(session, 1, released + dt.timedelta(seconds=30), HoldState.SUCCEEDED)
     html = console_client(staff).get("/admin/").content.decode()
     chart = re.search(r"<svg class=\"release-chart\".*?</svg>", html, re.S).group(0)
     assert "眼科" in chart and "<rect" in chart
-    assert "<script" not in html.replace('<script src="', "") and " style=" not in html and "<style" not in html
+    assert (
+        "<script" not in html.replace('<script src="', "")
+        and " style=" not in html
+        and "<style" not in html
+    )
 
 
 # --- the work areas -------------------------------------------------------------------------------

@@ -23,9 +23,15 @@ from guahao.his.models import HisConnection
 from guahao.his.simulator.process import Simulator, running_simulator
 from guahao.ledger import find_violations
 from guahao.payments.models import Payment
-from guahao.payments.providers import sandbox
 from guahao.scheduling.models import Slot
-from guahao.testing import make_account, make_department, make_hospital, make_session, run_worker
+from guahao.testing import (
+    make_account,
+    make_department,
+    make_hospital,
+    make_session,
+    pay_at_provider,
+    run_worker,
+)
 
 SECRET = "fault-matrix-secret-for-the-simulator"
 CODE = "HFM"
@@ -45,12 +51,19 @@ def simulator() -> Iterator[Simulator]:
 def _clinic(sim: Simulator):
     hospital = make_hospital(service_phone="0571-87654321")
     HisConnection.objects.create(
-        hospital=hospital, mode=HisConnection.Mode.HIS_LOCK, base_url=sim.url, hospital_code=CODE,
-        secret=SECRET, connect_timeout_seconds=TIMEOUT, read_timeout_seconds=TIMEOUT,
+        hospital=hospital,
+        mode=HisConnection.Mode.HIS_LOCK,
+        base_url=sim.url,
+        hospital_code=CODE,
+        secret=SECRET,
+        connect_timeout_seconds=TIMEOUT,
+        read_timeout_seconds=TIMEOUT,
     )
     department = make_department(hospital, name="皮肤科")
     tomorrow = clock.today() + dt.timedelta(days=1)
-    remote = sim.add_session(department_code="PFK", date=tomorrow.isoformat(), period="morning", numbers=4, fee_fen=2500)
+    remote = sim.add_session(
+        department_code="PFK", date=tomorrow.isoformat(), period="morning", numbers=4, fee_fen=2500
+    )
     session = make_session(department, day=tomorrow, slots=4, fee_fen=2500)
     session.his_code = remote["code"]
     session.save(update_fields=["his_code"])
@@ -67,9 +80,11 @@ def _book(hospital, session, seq: int):
         hold = services.hold_slot(account=account, slot_id=session.slots.get(seq=seq).id)
     except GuahaoError:
         return None, account
-    services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+    services.confirm_hold(
+        account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False
+    )
     payment, _ = services.pay_hold(account=account, hold_id=hold.id)
-    sandbox.pay(payment.out_trade_no)
+    pay_at_provider(payment.out_trade_no)
     return hold, account
 
 
@@ -78,7 +93,13 @@ def _book(hospital, session, seq: int):
 def test_every_fault_of_every_operation_closes_the_books(simulator, operation, fault):
     simulator.reset()
     hospital, session = _clinic(simulator)
-    extra = {"latency_ms": 200} if fault == "latency" else {"latency_ms": int(TIMEOUT * 1000) + 700} if fault == "timeout" else {}
+    extra = (
+        {"latency_ms": 200}
+        if fault == "latency"
+        else {"latency_ms": int(TIMEOUT * 1000) + 700}
+        if fault == "timeout"
+        else {}
+    )
     simulator.fault(operation, fault, times=-1 if operation in ("query", "release") else 1, **extra)
 
     kept, _ = _book(hospital, session, seq=1)  # booked and kept
@@ -108,9 +129,18 @@ def test_every_fault_of_every_operation_closes_the_books(simulator, operation, f
 
     registrations = {r.hold.payment_id: r for r in Registration.objects.select_related("hold")}
     for payment in Payment.objects.filter(state=Payment.State.PAID):
-        booked = payment.id in registrations and registrations[payment.id].status == RegistrationStatus.BOOKED
+        booked = (
+            payment.id in registrations
+            and registrations[payment.id].status == RegistrationStatus.BOOKED
+        )
         refunded = payment.refunded_fen == payment.amount_fen
-        assert booked != refunded, (operation, fault, payment.out_trade_no, booked, payment.refunded_fen)
+        assert booked != refunded, (
+            operation,
+            fault,
+            payment.out_trade_no,
+            booked,
+            payment.refunded_fen,
+        )
     assert not Hold.objects.filter(state__in=LIVE_HOLD_STATES).exists()
     state = simulator.state()
     assert [lock for lock in state["locks"] if lock["status"] == "live"] == []

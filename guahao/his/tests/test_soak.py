@@ -25,9 +25,15 @@ from guahao.his.simulator.process import Simulator, running_simulator
 from guahao.ledger import find_violations
 from guahao.payments import services as payments
 from guahao.payments.models import Payment, Refund
-from guahao.payments.providers import sandbox
 from guahao.scheduling.models import ReleaseRule, Slot
-from guahao.testing import make_account, make_department, make_hospital, make_session, run_worker
+from guahao.testing import (
+    make_account,
+    make_department,
+    make_hospital,
+    make_session,
+    pay_at_provider,
+    run_worker,
+)
 
 BOOKINGS = int(os.environ.get("GUAHAO_HIS_SOAK_BOOKINGS", "500"))
 SESSIONS = 10
@@ -54,10 +60,23 @@ def _mirror(sim: Simulator, hospital) -> list[Slot]:
     for i in range(SESSIONS):
         day = clock.today() + dt.timedelta(days=1 + i // 2)
         period, start = ("morning", dt.time(8, 0)) if i % 2 == 0 else ("afternoon", dt.time(13, 0))
-        remote = sim.add_session(department_code="PFK", date=day.isoformat(), period=period, numbers=per_session,
-                                 fee_fen=2500, window_minutes=30)
-        session = make_session(department, day=day, slots=per_session, per_window=per_session, fee_fen=2500,
-                               start=start, window_minutes=30)
+        remote = sim.add_session(
+            department_code="PFK",
+            date=day.isoformat(),
+            period=period,
+            numbers=per_session,
+            fee_fen=2500,
+            window_minutes=30,
+        )
+        session = make_session(
+            department,
+            day=day,
+            slots=per_session,
+            per_window=per_session,
+            fee_fen=2500,
+            start=start,
+            window_minutes=30,
+        )
         session.his_code = remote["code"]
         session.save(update_fields=["his_code"])
         for slot, his_slot in zip(session.slots.order_by("seq"), remote["slots"], strict=True):
@@ -68,14 +87,27 @@ def _mirror(sim: Simulator, hospital) -> list[Slot]:
 
 def test_500_bookings_with_a_tenth_of_his_calls_faulted_close_the_books(simulator):
     hospital = make_hospital(service_phone="0571-87654321")
-    ReleaseRule.objects.filter(hospital=hospital).update(max_live_holds_per_account=100, max_holds_per_day_per_account=1000)
+    ReleaseRule.objects.filter(hospital=hospital).update(
+        max_live_holds_per_account=100, max_holds_per_day_per_account=1000
+    )
     HisConnection.objects.create(
-        hospital=hospital, mode=HisConnection.Mode.HIS_LOCK, base_url=simulator.url, hospital_code=CODE,
-        secret=SECRET, connect_timeout_seconds=TIMEOUT, read_timeout_seconds=TIMEOUT,
+        hospital=hospital,
+        mode=HisConnection.Mode.HIS_LOCK,
+        base_url=simulator.url,
+        hospital_code=CODE,
+        secret=SECRET,
+        connect_timeout_seconds=TIMEOUT,
+        read_timeout_seconds=TIMEOUT,
     )
     slots = _mirror(simulator, hospital)
     for kind, rate in FAULTS:
-        simulator.fault("*", kind, times=-1, rate=rate, latency_ms=int(TIMEOUT * 1000) + 700 if kind == "timeout" else None)
+        simulator.fault(
+            "*",
+            kind,
+            times=-1,
+            rate=rate,
+            latency_ms=int(TIMEOUT * 1000) + 700 if kind == "timeout" else None,
+        )
 
     outcomes: Counter[str] = Counter()
     for n, slot in enumerate(slots[:BOOKINGS]):
@@ -83,12 +115,18 @@ def test_500_bookings_with_a_tenth_of_his_calls_faulted_close_the_books(simulato
         patient = ready_to_book(account, hospital, name="张三丰")
         try:
             hold = services.hold_slot(account=account, slot_id=slot.id)
-            services.confirm_hold(account=account, hold_id=hold.id, patient_id=patient.id, channel="wechat", insurance=False)
+            services.confirm_hold(
+                account=account,
+                hold_id=hold.id,
+                patient_id=patient.id,
+                channel="wechat",
+                insurance=False,
+            )
             payment, _ = services.pay_hold(account=account, hold_id=hold.id)
         except GuahaoError as exc:  # the patient is told and may try again; no retry here
             outcomes[f"refused:{exc.code}"] += 1
             continue
-        sandbox.pay(payment.out_trade_no)
+        pay_at_provider(payment.out_trade_no)
         outcomes["paid"] += 1
         if n % 25 == 24:
             run_worker()
@@ -108,19 +146,33 @@ def test_500_bookings_with_a_tenth_of_his_calls_faulted_close_the_books(simulato
     assert len(paid) >= outcomes["paid"]
     registered = {r.hold.payment_id: r for r in Registration.objects.select_related("hold")}
     for payment in paid:
-        is_registered = payment.id in registered and registered[payment.id].status == RegistrationStatus.BOOKED
+        is_registered = (
+            payment.id in registered and registered[payment.id].status == RegistrationStatus.BOOKED
+        )
         is_refunded = payment.refunded_fen == payment.amount_fen
-        assert is_registered != is_refunded, (payment.out_trade_no, is_registered, payment.refunded_fen)
+        assert is_registered != is_refunded, (
+            payment.out_trade_no,
+            is_registered,
+            payment.refunded_fen,
+        )
     assert not Refund.objects.exclude(state=Refund.State.SUCCEEDED).exists()
-    assert sum(p.amount_fen for p in paid) == 2500 * len(registered) + sum(p.refunded_fen for p in paid)
+    assert sum(p.amount_fen for p in paid) == 2500 * len(registered) + sum(
+        p.refunded_fen for p in paid
+    )
 
     assert not Hold.objects.filter(state__in=LIVE_HOLD_STATES).exists()  # no hold stuck
     state = simulator.state()
-    assert [lock for lock in state["locks"] if lock["status"] == "live"] == []  # released or registered
+    assert [
+        lock for lock in state["locks"] if lock["status"] == "live"
+    ] == []  # released or registered
     his_active = {r["hold_id"] for r in state["registrations"] if r["status"] != "cancelled"}
-    assert his_active == {r.hold_id for r in registered.values() if r.status == RegistrationStatus.BOOKED}
+    assert his_active == {
+        r.hold_id for r in registered.values() if r.status == RegistrationStatus.BOOKED
+    }
     booked_slots = [r.slot_id for r in registered.values() if r.status == RegistrationStatus.BOOKED]
     assert len(booked_slots) == len(set(booked_slots))  # no number sold twice
     assert find_violations() == []
-    print(f"\nHIS soak: {BOOKINGS} bookings, {dict(outcomes)}, registered {len(his_active)}, "
-          f"refunded {sum(1 for p in paid if p.refunded_fen)}; calls {state['calls']}")
+    print(
+        f"\nHIS soak: {BOOKINGS} bookings, {dict(outcomes)}, registered {len(his_active)}, "
+        f"refunded {sum(1 for p in paid if p.refunded_fen)}; calls {state['calls']}"
+    )
