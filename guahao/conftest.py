@@ -44,6 +44,11 @@ def _guard_connection(sender, connection, **kwargs) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     # Every state-changing UPDATE in the whole run must be a compare-and-set on its own row.
     connection_created.connect(_guard_connection, weak=False)
+    # The scheduled jobs (release from templates, reconciliation, reminders …) run only in the
+    # tests that switch them on: otherwise a run at 06:00 Beijing time would release sessions into
+    # every other test's data.
+    if "GUAHAO_SCHEDULER_JOBS" not in os.environ:
+        settings.SCHEDULER_JOBS = []
     if not _WORKER:  # the controller (or a plain run): no verdict of an earlier run may count
         for stale in settings.VAR_DIR.glob(f"test-run{_SUFFIX}-gw*.*"):
             stale.unlink()

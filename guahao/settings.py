@@ -209,6 +209,29 @@ INDEX_KEY = os.environ.get("GUAHAO_INDEX_KEY", "")
 
 HIS_ADAPTER = os.environ.get("GUAHAO_HIS_ADAPTER", "local_pool")
 SMS_CHANNEL = os.environ.get("GUAHAO_SMS_CHANNEL", "log")
+# Aliyun 短信服务 (SendSms): the `sms` message channel and the `aliyun` sign-in code channel
+# (docs/messages.md). Template codes per topic are set per hospital in the console (消息设置).
+SMS_ENDPOINT = os.environ.get("GUAHAO_SMS_ENDPOINT", "https://dysmsapi.aliyuncs.com").rstrip("/")
+SMS_ACCESS_KEY_ID = os.environ.get("GUAHAO_SMS_ACCESS_KEY_ID", "")
+SMS_ACCESS_KEY_SECRET = os.environ.get("GUAHAO_SMS_ACCESS_KEY_SECRET", "")
+SMS_SIGN_NAME = os.environ.get("GUAHAO_SMS_SIGN_NAME", "")  # when a hospital has none of its own
+SMS_CODE_TEMPLATE = os.environ.get("GUAHAO_SMS_CODE_TEMPLATE", "")  # the sign-in code, variable ${code}
+# The worker: one scheduler among all processes holds a lease in the database for this long and
+# renews it every pass; when its process dies another worker takes over after at most this time.
+SCHEDULER_LEASE_SECONDS = int(os.environ.get("GUAHAO_SCHEDULER_LEASE_SECONDS", "30"))
+# Which scheduled jobs run (names in guahao/notifications/scheduler.py); unset means all of them.
+SCHEDULER_JOBS = (
+    [name.strip() for name in os.environ["GUAHAO_SCHEDULER_JOBS"].split(",") if name.strip()]
+    if "GUAHAO_SCHEDULER_JOBS" in os.environ
+    else None
+)
+# Outside channels for patients' messages (the in-app list always gets them); each hospital turns
+# 公众号 and SMS on in the console (消息设置). `log` writes masked messages to the log.
+MESSAGE_CHANNELS = [
+    name.strip()
+    for name in os.environ.get("GUAHAO_MESSAGE_CHANNELS", "wechat,sms,log" if ENV == "development" else "wechat,sms").split(",")
+    if name.strip()
+]
 REALNAME_VERIFIER = os.environ.get("GUAHAO_REALNAME_VERIFIER", "sandbox")
 # Payments: merchant accounts per hospital live in the database (console: 支付商户号). In development a
 # hospital without one pays through the sandbox gateway at this address (`guahao run` starts it),

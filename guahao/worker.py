@@ -8,18 +8,17 @@ import logging
 import time
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import OperationalError
 
 from guahao import clock
 from guahao.booking import services as booking
-from guahao.booking.messages import status_message
 from guahao.errors import UpstreamUnavailable
 from guahao.his import sync as his_sync
 from guahao.his.base import HisError
-from guahao.limits import services as limits
+from guahao.notifications import messaging, scheduler
 from guahao.notifications import services as outbox
-from guahao.notifications.selectors import channel
-from guahao.patients import services as patients
+from guahao.notifications.models import OutboxEvent
 from guahao.payments import services as payments
 from guahao.payments.providers.base import ProviderError
 
@@ -28,12 +27,6 @@ log = logging.getLogger("guahao.worker")
 # The HIS or a provider did not answer, or the database refused for now: the job is simply tried
 # again later, so this is a warning, not an error with a traceback.
 _OUTSIDE_UNAVAILABLE = (HisError, ProviderError, UpstreamUnavailable, OperationalError)
-
-
-def _send_message(topic: str, payload: dict) -> None:
-    message = status_message(topic, payload)
-    if message is not None:
-        channel().send(account_id=message.account_id, title=message.title, text=message.text)
 
 
 def _tidy(_topic: str, payload: dict) -> None:
@@ -52,24 +45,31 @@ HANDLERS: dict[str, Callable[[str, dict], None]] = {
     "refund.requested": lambda _t, p: payments.submit_refund(refund_id=p["refund_id"]),
     "refund.succeeded": lambda _t, p: booking.finish_refund(refund_id=p["refund_id"]),
     "session.suspended": lambda _t, p: booking.cancel_for_suspension(session_id=p["session_id"]),
+    "job.run": lambda _t, p: scheduler.run_job(name=p["job"], key=p["key"], runner=_worker_id),
 }
 
 
-def handle(topic: str, payload: dict) -> None:
-    handler = HANDLERS.get(topic)
+def handle(event: OutboxEvent) -> None:
+    """The event's own work first; its messages only once that has succeeded (a second handling
+    writes no second message: messaging.publish is idempotent per event)."""
+    handler = HANDLERS.get(event.topic)
     if handler is not None:
-        handler(topic, payload)
-    if topic.startswith(("registration.", "hold.")) or topic == "refund.failed":
-        _send_message(topic, payload)
+        handler(event.topic, event.payload)
+    messaging.publish(event)
+
+
+_worker_id = "worker"
 
 
 def drain_outbox(*, worker_id: str = "worker", limit: int = 100) -> int:
     """Handle up to `limit` due events, claiming each one just before its handling."""
+    global _worker_id
+    _worker_id = worker_id
     handled = 0
     while handled < limit and (event := outbox.claim_next()) is not None:
         handled += 1
         try:
-            handle(event.topic, event.payload)
+            handle(event)
         except _OUTSIDE_UNAVAILABLE as exc:  # expected now and then: retried with back-off
             log.warning(
                 "event deferred: an outside system did not answer",
@@ -84,34 +84,28 @@ def drain_outbox(*, worker_id: str = "worker", limit: int = 100) -> int:
     return handled
 
 
-SCHEDULER_LEASE = dt.timedelta(seconds=30)
-_HOURLY = dt.timedelta(hours=1)
-_last_hourly: dt.datetime | None = None
+SCHEDULER_LEASE = dt.timedelta(seconds=settings.SCHEDULER_LEASE_SECONDS)
 
 
 def run_sweeps(*, worker_id: str) -> int:
-    """The scheduled sweeps, run by the one worker that holds the scheduler lease. They are
-    idempotent anyway; the lease only keeps N workers from doing the same work N times."""
-    global _last_hourly
+    """The scheduler's work, done by the one worker that holds the scheduler lease: the fast
+    idempotent sweeps every pass, and the scheduled jobs enqueued for any worker to run."""
     if not outbox.hold_lease(name="scheduler", holder=worker_id, ttl=SCHEDULER_LEASE):
         return 0
     work = booking.expire_holds()
     work += booking.settle_overdue_registering()
     work += payments.poll_open_payments()
     work += payments.poll_processing_refunds()
-    now = clock.now()
-    if _last_hourly is None or now - _last_hourly >= _HOURLY:
-        _last_hourly = now
-        patients.purge_expired_credentials(now=now)
-        limits.purge_expired(now=now)
     # Each hospital with an HIS: its schedule and today's check-ins, every his_sync.SYNC_INTERVAL.
-    work += his_sync.sync_due_hospitals(now=now)
+    work += his_sync.sync_due_hospitals(now=clock.now())
+    work += scheduler.enqueue_due(holder=worker_id)
     return work
 
 
 def run_once(*, worker_id: str = "worker") -> int:
     """One pass: outbox, sweeps. Returns how much work was done."""
     work = drain_outbox(worker_id=worker_id)
+    work += messaging.send_due_deliveries()
     work += run_sweeps(worker_id=worker_id)
     return work
 

@@ -29,7 +29,7 @@ _CLAIM_NEXT_PG = """
 UPDATE notifications_outboxevent SET claimed_until = %(until)s, claim_token = %(token)s
 WHERE id = (
     SELECT id FROM notifications_outboxevent
-    WHERE processed_at IS NULL AND available_at <= %(now)s
+    WHERE processed_at IS NULL AND parked_at IS NULL AND available_at <= %(now)s
       AND (claimed_until IS NULL OR claimed_until <= %(now)s)
     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
 )
@@ -56,7 +56,7 @@ def claim_next(*, lease: dt.timedelta = EVENT_LEASE) -> OutboxEvent | None:
             row = cursor.fetchone()
         return OutboxEvent.objects.get(id=row[0]) if row else None
     candidates = (
-        OutboxEvent.objects.filter(processed_at__isnull=True, available_at__lte=moment)
+        OutboxEvent.objects.filter(processed_at__isnull=True, parked_at__isnull=True, available_at__lte=moment)
         .exclude(claimed_until__gt=moment)
         .order_by("id")
         .values_list("id", flat=True)[:20]
@@ -96,18 +96,37 @@ def mark_done(event: OutboxEvent) -> bool:
     return bool(done)
 
 
+# After this many failed handlings (about 9 hours of back-off) an event is parked: no worker takes
+# it again until staff have looked (console: 待处理事件) and retried it.
+MAX_EVENT_ATTEMPTS = 14
+
+
 def mark_failed(event: OutboxEvent, error: str) -> bool:
-    """Back off exponentially (30 s, 1 min, 2 min … capped at 1 h) and try again later. Only the
-    holder of the claim may do so."""
+    """Back off exponentially (30 s, 1 min, 2 min … capped at 1 h) and try again later; park the
+    event after MAX_EVENT_ATTEMPTS. Only the holder of the claim may do so."""
     attempts = event.attempts + 1
     delay = min(30 * 2 ** (attempts - 1), 3600)
+    now = clock.now()
+    parked = attempts >= MAX_EVENT_ATTEMPTS
     failed = OutboxEvent.objects.filter(_holder_q(event)).update(
         attempts=attempts,
         claimed_until=None,
-        available_at=clock.now() + dt.timedelta(seconds=delay),
+        available_at=now + dt.timedelta(seconds=delay),
         last_error=error[:300],
+        parked_at=now if parked else None,
     )
+    if failed and parked:
+        log.error("event parked after repeated failures", extra={"event_id": event.id, "topic": event.topic, "attempts": attempts})
     return bool(failed)
+
+
+def retry_event(*, event_id: int) -> bool:
+    """Staff: hand a parked event back to the workers, with a fresh count of attempts."""
+    return bool(
+        OutboxEvent.objects.filter(id=event_id, processed_at__isnull=True, parked_at__isnull=False).update(
+            parked_at=None, attempts=0, available_at=clock.now(), claimed_until=None, claim_token=""
+        )
+    )
 
 
 def hold_lease(*, name: str, holder: str, ttl: dt.timedelta) -> bool:

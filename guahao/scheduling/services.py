@@ -129,23 +129,20 @@ class WeekResult:
     skipped: list[str] = field(default_factory=list)
 
 
-@transaction.atomic
-def create_week_from_templates(*, hospital: Hospital, week_start: dt.date, staff_username: str) -> WeekResult:
-    """Make the week starting on Monday `week_start` from the hospital's active weekly template
-    lines, through `create_session` (so the offline share and the window rules apply). A line whose
-    session already exists, whose date has passed, or whose department or doctor is switched off is
-    skipped and reported, so running it twice makes nothing new. One transaction: all or nothing."""
-    if week_start.weekday() != 0:
-        raise InvalidInput("请选择一周的星期一", code="week_start_not_monday")
+def _make_from_templates(*, hospital: Hospital, dates: list[dt.date]) -> WeekResult:
+    """The sessions of `dates` from the hospital's active weekly template lines; a line whose
+    session already exists, whose date has passed, or whose department or doctor is switched off
+    is skipped and reported, so running it twice makes nothing new."""
     today = clock.today()
     result = WeekResult()
+    by_weekday = {date.weekday(): date for date in dates}
     lines = (
-        WeeklyTemplate.objects.filter(hospital=hospital, is_active=True)
+        WeeklyTemplate.objects.filter(hospital=hospital, is_active=True, weekday__in=list(by_weekday))
         .select_related("department", "doctor", "registration_type")
         .order_by("weekday", "start", "department__sort_order", "id")
     )
     for line in lines:
-        date = week_start + dt.timedelta(days=line.weekday)
+        date = by_weekday[line.weekday]
         label = f"{date:%m月%d日} {line}"
         if date < today:
             result.skipped.append(f"{label}：日期已过")
@@ -169,6 +166,30 @@ def create_week_from_templates(*, hospital: Hospital, week_start: dt.date, staff
                     location=line.location,
                 )
             )
+    return result
+
+
+@transaction.atomic
+def release_day_from_templates(*, hospital: Hospital, date: dt.date) -> WeekResult:
+    """The scheduler's daily release (放号): the sessions of the day that has just become bookable,
+    from the weekly template lines, unless staff (or an earlier run) already made them."""
+    result = _make_from_templates(hospital=hospital, dates=[date])
+    log.info(
+        "day released from templates",
+        extra={"hospital_id": hospital.id, "date": date.isoformat(), "sessions_made": len(result.created)},
+    )
+    return result
+
+
+@transaction.atomic
+def create_week_from_templates(*, hospital: Hospital, week_start: dt.date, staff_username: str) -> WeekResult:
+    """Make the week starting on Monday `week_start` from the hospital's active weekly template
+    lines, through `create_session` (so the offline share and the window rules apply). A line whose
+    session already exists, whose date has passed, or whose department or doctor is switched off is
+    skipped and reported, so running it twice makes nothing new. One transaction: all or nothing."""
+    if week_start.weekday() != 0:
+        raise InvalidInput("请选择一周的星期一", code="week_start_not_monday")
+    result = _make_from_templates(hospital=hospital, dates=[week_start + dt.timedelta(days=i) for i in range(7)])
     log.info(
         "week made from templates",
         extra={"hospital_id": hospital.id, "week_start": week_start.isoformat(),

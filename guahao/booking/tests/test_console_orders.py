@@ -14,7 +14,7 @@ from openpyxl import load_workbook
 
 from guahao import clock
 from guahao.booking import services
-from guahao.booking.messages import status_message
+from guahao.notifications.messaging import messages_for
 from guahao.booking.models import Registration
 from guahao.booking.states import RegistrationStatus
 from guahao.catalog.models import Notice, NoticeAck
@@ -221,8 +221,9 @@ def test_staff_cancel_after_the_online_deadline_refunds_in_full(world, ours):
     assert (entry.staff_username, entry.result, entry.object_id) == (user.username, "success", str(ours.pk))
     assert entry.before == {"status": "booked"} and entry.after["status"] == "refunding"
     # What the patient reads.
-    text = status_message("registration.refunding", {"registration_id": ours.id}).text
-    assert text.startswith("医院已为您取消就诊人张*丰") and "（原因：患者发热，来电要求退号）。挂号费将原路退回。" in text
+    (message,) = messages_for("registration.refunding", {"registration_id": ours.id})
+    assert message.text.startswith("医院已为您取消挂号（原因：患者发热，来电要求退号）。就诊人张*丰")
+    assert message.text.endswith("的挂号已取消，挂号费将原路退回。")
     # ledger-check: clean (the autouse fixture asserts it after the test).
 
 

@@ -326,7 +326,7 @@ class BookingMachine(RuleBasedStateMachine):
                 break
             for event in reversed(claimed) if second_first else claimed:
                 try:
-                    handle(event.topic, event.payload)
+                    handle(event)
                 except Exception as exc:  # a failing outside system: retried, as the worker does
                     outbox.mark_failed(event, str(exc))
                 else:

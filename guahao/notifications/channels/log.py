@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import logging
 
+from guahao.notifications.channels.base import Outgoing
+
 log = logging.getLogger("guahao.messages")
 
 
 class LogChannel:
     name = "log"
 
-    def send(self, *, account_id: int, title: str, text: str) -> None:
-        log.info("message", extra={"account_id": account_id, "title": title, "text": text})
+    def wants(self, *, account_id: int, hospital_id: int | None, topic: str) -> bool:
+        return True
+
+    def send(self, message: Outgoing) -> str:
+        log.info(
+            "message",
+            extra={"account_id": message.account_id, "topic": message.topic, "title": message.title, "text": message.text},
+        )
+        return f"log-{message.delivery_id}"

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.test import Client
 
 from guahao.booking import services as booking
-from guahao.booking.messages import status_message
+from guahao.notifications.messaging import messages_for
 from guahao.booking.models import Registration
 from guahao.booking.selectors import refund_of
 from guahao.booking.states import RegistrationStatus
@@ -153,9 +153,8 @@ def test_a_failed_refund_paid_back_by_hand_counts_as_refunded_once(world, failed
         "success",
         {"state": "manual"},
     )
-    text = status_message(
-        "registration.cancelled", {"registration_id": registration.id, "refund_id": failed.id}
-    ).text
+    (message,) = messages_for("registration.cancelled", {"registration_id": registration.id, "refund_id": failed.id})
+    text = message.text
     assert text.endswith("挂号已取消，挂号费已由医院通过其他方式退还。")
     run_worker()  # the refund.succeeded event finds nothing left to do
     assert find_violations() == []
