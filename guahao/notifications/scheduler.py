@@ -94,8 +94,9 @@ def _reconcile(_key: str, moment: dt.datetime) -> str:
 
 
 def _release_due(now: dt.datetime) -> list[Due]:
-    """Each local-pool hospital, an hour before its release time: the sessions of the day that
-    opens at that release (the HIS's hospitals get theirs from schedule sync)."""
+    """Each local-pool hospital, an hour before each release time (today's, or tomorrow's when it is
+    before 01:00): the sessions of the day that opens at that release (hospitals with an HIS get
+    theirs from schedule sync)."""
     from guahao.catalog.models import Hospital
     from guahao.scheduling.models import ReleaseRule
 
@@ -104,10 +105,16 @@ def _release_due(now: dt.datetime) -> list[Due]:
     own = dict(ReleaseRule.objects.filter(department__isnull=True).values_list("hospital_id", "release_time"))
     for hospital_id in Hospital.objects.filter(is_active=True).values_list("id", flat=True):
         release_time = own.get(hospital_id) or ReleaseRule._meta.get_field("release_time").default
-        moment = clock.at_local(today, release_time) - dt.timedelta(hours=1)
-        if now >= moment and clock.local(moment).date() == today:
-            found.append(Due(f"release:{hospital_id}:{today}", moment))
+        for release_day in (today, today + dt.timedelta(days=1)):
+            moment = clock.at_local(release_day, release_time) - RELEASE_LEAD
+            if now >= moment:
+                found.append(Due(f"release:{hospital_id}:{release_day}", moment))
     return found
+
+
+# The release job makes a day's sessions this long before they open, so that patients see them
+# (as 即将放号) before the release minute, and the job is never racing the first "book".
+RELEASE_LEAD = dt.timedelta(hours=1)
 
 
 def _release(key: str, moment: dt.datetime) -> int:
@@ -115,11 +122,13 @@ def _release(key: str, moment: dt.datetime) -> int:
     from guahao.scheduling.models import ReleaseRule
     from guahao.scheduling.services import release_day_from_templates
 
-    hospital = Hospital.objects.get(id=int(key.split(":")[1]))
-    if hasattr(hospital, "his_connection") and hospital.his_connection.mode != "local_pool":
+    _, hospital_id, release_day = key.split(":")
+    hospital = Hospital.objects.select_related("his_connection").get(id=int(hospital_id))
+    connection = getattr(hospital, "his_connection", None)
+    if connection is not None and connection.mode != "local_pool":
         return 0
     rule = ReleaseRule.objects.filter(hospital=hospital, department__isnull=True).first() or ReleaseRule()
-    day = clock.local(moment).date() + dt.timedelta(days=rule.window_days)
+    day = dt.date.fromisoformat(release_day) + dt.timedelta(days=rule.window_days)
     return len(release_day_from_templates(hospital=hospital, date=day).created)
 
 

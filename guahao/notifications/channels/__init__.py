@@ -26,7 +26,8 @@ CHANNELS: dict[str, str] = {
 
 @functools.cache
 def channel(name: str) -> MessageChannel:
-    target = CHANNELS.get(name)
+    """A channel by its name, or by the dotted path of a class (a hospital's own channel)."""
+    target = CHANNELS.get(name) or (name if "." in name else None)
     if target is None:
         raise ImproperlyConfigured(f"unknown message channel {name!r} (GUAHAO_MESSAGE_CHANNELS)")
     return import_string(target)()
