@@ -24,7 +24,11 @@ WORK_AREAS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     )),
     ("finance", "财务", ("payments.payment", "payments.refund", "payments.*")),
     ("security", "安全", ("policies.restriction", "policies.*", "patients.patientaddattempt", "axes.*", "otp_totp.*")),
-    ("audit", "审计", ("console.auditentry", "notifications.*")),
+    ("messages", "患者消息", (
+        "notifications.messagingsettings", "notifications.messagetemplate", "notifications.delivery", "wechat.*",
+    )),
+    ("background", "后台任务", ("notifications.outboxevent", "notifications.jobrun", "notifications.*")),
+    ("audit", "审计", ("console.auditentry",)),
     ("accounts", "账号与权限", ("auth.user", "auth.group", "console.staffprofile", "auth.*")),
 )
 OTHER_AREA = ("other", "其他")

@@ -22,7 +22,8 @@ class OutboxEvent(models.Model):
     last_error = models.CharField(max_length=300, blank=True)
 
     class Meta:
-        verbose_name = verbose_name_plural = "事件"
+        verbose_name = verbose_name_plural = "后台事件"
+        permissions = [("retry_event", "重新处理搁置的事件")]
         indexes = [models.Index(fields=["processed_at", "available_at"])]
 
     def __str__(self) -> str:
@@ -92,6 +93,7 @@ class Delivery(models.Model):
 
     class Meta:
         verbose_name = verbose_name_plural = "消息发送"
+        permissions = [("retry_delivery", "重新发送消息")]
         constraints = [models.UniqueConstraint(fields=["event", "channel"], name="one_delivery_per_event_channel")]
         indexes = [models.Index(fields=["state", "available_at"])]
 
