@@ -73,7 +73,7 @@ class Delivery(models.Model):
         PARKED = "parked", "已搁置"
 
     event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="deliveries", verbose_name="事件")
-    channel = models.CharField("渠道", max_length=20)
+    channel = models.CharField("渠道", max_length=100)
     account = models.ForeignKey("patients.Account", on_delete=models.CASCADE, related_name="+", verbose_name="账号")
     hospital = models.ForeignKey("catalog.Hospital", on_delete=models.CASCADE, null=True, related_name="+", verbose_name="医院")
     topic = models.CharField("消息类型", max_length=40, choices=Topic.choices)

@@ -34,8 +34,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         GUAHAO_TEST_CHANNEL_FILE=str(tmp_path / "sent.txt"),
         GUAHAO_SCHEDULER_JOBS="",
         DJANGO_SETTINGS_MODULE="guahao.settings",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -72,7 +72,7 @@ def test_two_workers_drain_1000_events_and_each_reaches_its_channel_once(world, 
         _wait_for(
             lambda: not OutboxEvent.objects.filter(processed_at__isnull=True).exists()
             and Delivery.objects.filter(state=Delivery.State.SENT).count() == 1000,
-            timeout=240,
+            timeout=120,
         )
     finally:
         _stop(*workers)
