@@ -132,6 +132,7 @@ def _mount() -> None:
     from guahao.booking.api import router as booking
     from guahao.catalog.api import router as catalog
     from guahao.his.api import router as his
+    from guahao.notifications.api import router as messages
     from guahao.patients.api import auth_router
     from guahao.patients.api import router as patients
     from guahao.payments.api import router as payments
@@ -144,6 +145,7 @@ def _mount() -> None:
     api.add_router("/", booking)
     api.add_router("/payments", payments)
     api.add_router("/", his)
+    api.add_router("/", messages)
 
 
 _mount()

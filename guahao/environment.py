@@ -57,6 +57,11 @@ class Deployment:
     sms_secret: str = ""
     realname_url: str = ""
     realname_secret: str = ""
+    message_channels: tuple[str, ...] = ()
+    sms_access_key_id: str = ""
+    sms_access_key_secret: str = ""
+    sms_sign_name: str = ""
+    sms_code_template: str = ""
 
     @classmethod
     def from_settings(cls, s: object) -> Deployment:
@@ -75,6 +80,11 @@ class Deployment:
             sms_secret=s.SMS_SECRET,
             realname_url=s.REALNAME_URL,
             realname_secret=s.REALNAME_SECRET,
+            message_channels=tuple(s.MESSAGE_CHANNELS),
+            sms_access_key_id=s.SMS_ACCESS_KEY_ID,
+            sms_access_key_secret=s.SMS_ACCESS_KEY_SECRET,
+            sms_sign_name=s.SMS_SIGN_NAME,
+            sms_code_template=s.SMS_CODE_TEMPLATE,
         )
 
 
@@ -122,6 +132,7 @@ def problems(d: Deployment, known: list[Registry]) -> list[str]:
         )
     found += _adapter_problems(d, known, production=True)
     found += _http_adapter_problems(d)
+    found += _message_channel_problems(d)
     if d.debug:
         found.append("GUAHAO_DEBUG 在生产环境必须关闭 / GUAHAO_DEBUG must be off in production")
     return found
@@ -208,6 +219,32 @@ def _http_adapter_problems(d: Deployment) -> list[str]:
                 f"{secret_setting} 未设置或少于 16 个字符（{chooser}=http 需要） / "
                 f"{secret_setting} is missing or shorter than 16 characters (needed by {chooser}=http)"
             )
+    return found
+
+
+def _message_channel_problems(d: Deployment) -> list[str]:
+    """The patients' message channels exist, and the SMS provider (Aliyun SendSms) has its keys
+    wherever it is used: sign-in codes (GUAHAO_SMS_CHANNEL=aliyun) or messages (sms)."""
+    from guahao.notifications.channels import CHANNELS
+
+    found = [
+        f"GUAHAO_MESSAGE_CHANNELS 中的 {name} 不存在（可选：{', '.join(sorted(CHANNELS))}） / "
+        f"{name} in GUAHAO_MESSAGE_CHANNELS does not exist (choose from: {', '.join(sorted(CHANNELS))})"
+        for name in d.message_channels
+        if name not in CHANNELS and "." not in name
+    ]
+    needs: list[tuple[str, str]] = []
+    if "sms" in d.message_channels:
+        needs += [("GUAHAO_SMS_ACCESS_KEY_ID", d.sms_access_key_id), ("GUAHAO_SMS_ACCESS_KEY_SECRET", d.sms_access_key_secret)]
+    if "aliyun" in d.adapters.get("GUAHAO_SMS_CHANNEL", ()):
+        needs += [
+            ("GUAHAO_SMS_ACCESS_KEY_ID", d.sms_access_key_id),
+            ("GUAHAO_SMS_ACCESS_KEY_SECRET", d.sms_access_key_secret),
+            ("GUAHAO_SMS_SIGN_NAME", d.sms_sign_name),
+            ("GUAHAO_SMS_CODE_TEMPLATE", d.sms_code_template),
+        ]
+    for setting in dict.fromkeys(name for name, value in needs if not value):
+        found.append(f"{setting} 未设置（短信服务需要） / {setting} is missing (needed by the SMS provider)")
     return found
 
 

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "guahao.his",
     "guahao.notifications",
     "guahao.policies",
+    "guahao.wechat",
     "ninja",  # serves Swagger UI for /api/v1/docs from our static files, not a CDN
     "guahao.limits",
     "captcha",
@@ -72,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the console's second factor
     "django.contrib.messages.middleware.MessageMiddleware",
+    "guahao.wechat.web.WechatSignInMiddleware",  # inside WeChat: 网页授权 once per session (openid sign-in)
     "guahao.console.middleware.ConsoleSessionMiddleware",  # 15 idle minutes; password older than 90 days
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "guahao.api.JsonMethodNotAllowedMiddleware",  # /api/: a wrong method gets JSON 405, not English text

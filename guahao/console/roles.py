@@ -34,6 +34,14 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "console.staffprofile": ("view", "add", "change"),
         "his.hisconnection": ("view", "add", "change"),
         "payments.merchantaccount": ("view", "add", "change"),
+        "wechat.officialaccount": ("view", "add", "change"),
+        "wechat.wechattemplate": _CRUD,
+        "wechat.wechatbinding": ("view", "delete"),
+        "notifications.messagingsettings": ("view", "add", "change"),
+        "notifications.messagetemplate": _CRUD,
+        "notifications.delivery": ("view", "retry_delivery"),
+        "notifications.outboxevent": ("view", "retry_event"),
+        "notifications.jobrun": _VIEW,
     },
     SECURITY_ADMIN: {
         "policies.restriction": ("view", "add", "lift_restriction"),
@@ -58,6 +66,8 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "scheduling.session": ("view", "suspend_session", "add_extra_slot"),
         "scheduling.slot": _VIEW,
         "policies.restriction": _VIEW,
+        "notifications.messagetemplate": _VIEW,
+        "notifications.delivery": ("view", "retry_delivery"),
     },
     FINANCE: {
         "booking.registration": ("view", "cancel_on_behalf", "export_registration"),

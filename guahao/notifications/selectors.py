@@ -1,30 +1,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.conf import settings
 from django.db.models import Q
 
 from guahao.errors import InvalidInput, NotFound
-from guahao.notifications.channels.base import MessageChannel
 from guahao.notifications.models import InboxMessage, MessagingSettings
 
 if TYPE_CHECKING:
     from guahao.patients.models import Account
-
-
-@functools.cache
-def channel() -> MessageChannel:
-    name = getattr(settings, "MESSAGE_CHANNEL", "log")
-    if name == "log":
-        from guahao.notifications.channels.log import LogChannel
-
-        return LogChannel()
-    raise ValueError(f"unknown message channel {name!r}")
 
 
 # --- SMS ----------------------------------------------------------------------------------------

@@ -205,6 +205,23 @@ def test_the_http_adapters_need_their_url_and_secret_in_production(changes, expe
     assert expected in one_problem(with_(**changes))
 
 
+def test_message_channels_must_exist_and_sms_needs_its_keys_in_production():
+    assert "GUAHAO_MESSAGE_CHANNELS 中的 weixin 不存在" in one_problem(with_(message_channels=("wechat", "weixin")))
+    assert problems(with_(message_channels=()), KNOWN) == []  # the in-app list only
+    found = problems(with_(message_channels=("sms",)), KNOWN)
+    assert [p.split(" / ")[0] for p in found] == [
+        "GUAHAO_SMS_ACCESS_KEY_ID 未设置（短信服务需要）",
+        "GUAHAO_SMS_ACCESS_KEY_SECRET 未设置（短信服务需要）",
+    ]
+    keys = {"sms_access_key_id": "LTAI5tKey", "sms_access_key_secret": "secret-of-the-key"}
+    assert problems(with_(message_channels=("sms",), **keys), KNOWN) == []
+    codes = with_adapter("GUAHAO_SMS_CHANNEL", "aliyun", **keys)
+    assert [p.split(" / ")[0] for p in problems(codes, KNOWN)] == [
+        "GUAHAO_SMS_SIGN_NAME 未设置（短信服务需要）",
+        "GUAHAO_SMS_CODE_TEMPLATE 未设置（短信服务需要）",
+    ]
+
+
 def test_debug_pages_are_refused_in_production():
     assert (
         one_problem(with_(debug=True))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
 from guahao.web.auth import signed_in_account
 
@@ -19,8 +22,19 @@ def web(request: HttpRequest) -> dict:
         hospital = current_hospital(request)
     except Exception:  # noqa: BLE001 - no hospital configured yet: pages still render
         hospital = None
+    account = signed_in_account(request)
     return {
         "elder": request.COOKIES.get(ELDER_COOKIE) == "1",
         "hospital": hospital,
-        "account": signed_in_account(request),
+        "account": account,
+        # The 消息 badge: counted only when a page shows it (htmx fragments do not).
+        "unread_messages": SimpleLazyObject(functools.partial(_unread, account)),
     }
+
+
+def _unread(account) -> int:
+    if account is None:
+        return 0
+    from guahao.notifications.selectors import unread_count
+
+    return unread_count(account)

@@ -75,7 +75,7 @@ class SmsChannel:
         except aliyun.SmsUnavailable as exc:
             log.warning("sms provider did not answer", extra={**context, "error": str(exc)})
             raise ChannelError(f"短信服务无应答：{exc}") from exc
-        reason = f"{answer.code}: {answer.message}"[:250]
+        reason = answer.summary
         if answer.outcome is Outcome.SENT:
             log.info("sms sent", extra={**context, "biz_id": answer.biz_id})
             return answer.biz_id
@@ -83,7 +83,7 @@ class SmsChannel:
             log.warning("sms refused for good", extra={**context, "code": answer.code})
             raise ChannelRefused(reason)
         if answer.outcome is Outcome.CONFIGURATION:
-            log.error("sms configuration problem: fix the keys, sign name or template code", extra={**context, "code": answer.code, "provider_message": answer.message[:200]})
+            log.error("sms configuration problem: fix the keys, sign name or template code", extra={**context, "answer": reason})
             raise ChannelError(f"短信配置有误（{reason}）")
         log.warning("sms provider asked to retry later", extra={**context, "code": answer.code})
         raise ChannelError(reason)

@@ -18,8 +18,13 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
-from guahao.notifications.sms.signing import ACTION, API_VERSION, TIMESTAMP_FORMAT, percent_encode, signature
-
+from guahao.notifications.sms.signing import (
+    ACTION,
+    API_VERSION,
+    TIMESTAMP_FORMAT,
+    percent_encode,
+    signature,
+)
 
 
 def wall_clock() -> dt.datetime:
@@ -95,6 +100,13 @@ class SendResult:
     @property
     def outcome(self) -> Outcome:
         return outcome_of(self.code)
+
+    @property
+    def summary(self) -> str:
+        """Code and message for logs and last_error. SignatureDoesNotMatch's message ends with the
+        provider's string to sign, which holds the phone number: that part is left out."""
+        message = self.message.split(" server string to sign", 1)[0]
+        return f"{self.code}: {message}"[:200]
 
 
 class SmsUnavailable(Exception):

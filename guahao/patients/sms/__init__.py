@@ -14,6 +14,7 @@ __all__ = ["CHANNELS", "DEVELOPMENT_ONLY", "SmsNotSent", "SmsSender", "sender"]
 CHANNELS: dict[str, str] = {
     "log": "guahao.patients.sms.log:LogSmsSender",
     "http": "guahao.patients.sms.http:HttpSmsSender",
+    "aliyun": "guahao.patients.sms.aliyun:AliyunSmsSender",
 }
 # Writes sign-in codes to the log: production refuses to start with it (guahao.environment).
 DEVELOPMENT_ONLY = frozenset({"log"})

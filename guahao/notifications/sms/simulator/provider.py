@@ -16,7 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from guahao.notifications.sms.signing import ACTION, API_VERSION, TIMESTAMP_FORMAT, signature, string_to_sign
+from guahao.notifications.sms.signing import (
+    ACTION,
+    API_VERSION,
+    TIMESTAMP_FORMAT,
+    signature,
+    string_to_sign,
+)
 
 TIMESTAMP_TOLERANCE = dt.timedelta(minutes=15)
 NONCE_MEMORY_SECONDS = 30 * 60
