@@ -240,6 +240,9 @@ REALNAME_VERIFIER = os.environ.get("GUAHAO_REALNAME_VERIFIER", "sandbox")
 # whose merchant keys are generated into this file on first use. Production never uses either.
 PAY_SANDBOX_URL = os.environ.get("GUAHAO_PAY_SANDBOX_URL", "http://127.0.0.1:9200").rstrip("/")
 PAY_SANDBOX_KEYS = Path(os.environ.get("GUAHAO_PAY_SANDBOX_KEYS") or VAR_DIR / "pay-sandbox-keys.json")
+# In development the demo hospital's 公众号 is the WeChat simulator at this address (`guahao run`
+# starts it; see docs/wechat.md). Production talks to WeChat at the address set per hospital.
+WECHAT_SIMULATOR_URL = os.environ.get("GUAHAO_WECHAT_SIMULATOR_URL", "http://127.0.0.1:9300").rstrip("/")
 # The `http` SMS channel and real-name verifier: signed JSON POSTs (guahao/signed_post.py).
 SMS_URL = os.environ.get("GUAHAO_SMS_URL", "")
 SMS_SECRET = os.environ.get("GUAHAO_SMS_SECRET", "")

@@ -25,7 +25,8 @@ WORK_AREAS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("finance", "财务", ("payments.payment", "payments.refund", "payments.*")),
     ("security", "安全", ("policies.restriction", "policies.*", "patients.patientaddattempt", "axes.*", "otp_totp.*")),
     ("messages", "患者消息", (
-        "notifications.messagingsettings", "notifications.messagetemplate", "notifications.delivery", "wechat.*",
+        "notifications.messagingsettings", "notifications.messagetemplate", "notifications.delivery",
+        "wechat.officialaccount", "wechat.wechattemplate", "wechat.wechatbinding", "wechat.*",
     )),
     ("background", "后台任务", ("notifications.outboxevent", "notifications.jobrun", "notifications.*")),
     ("audit", "审计", ("console.auditentry",)),

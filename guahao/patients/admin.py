@@ -56,7 +56,9 @@ class AccountAdmin(ConsoleModelAdmin):
 
     @admin.display(description="已绑定微信", boolean=True)
     def wechat_bound(self, obj: Account) -> bool:
-        return bool(obj.wechat_openid)
+        from guahao.wechat.selectors import is_bound
+
+        return is_bound(obj.pk)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str

@@ -10,7 +10,6 @@ class Account(models.Model):
 
     phone = EncryptedTextField("手机号")
     phone_index = models.CharField(max_length=64, unique=True)
-    wechat_openid = models.CharField(max_length=64, null=True, blank=True, unique=True)
     is_active = models.BooleanField("启用", default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -24,6 +24,7 @@ from guahao.web import schedule
 from guahao.web.auth import account_required, sign_in, sign_out, signed_in_account
 from guahao.web.context import ELDER_COOKIE
 from guahao.web.hospital import current_hospital
+from guahao.wechat.web import bind_after_sign_in, mark_signed_out
 
 ELDER_COOKIE_AGE = 365 * 24 * 3600
 
@@ -85,6 +86,7 @@ def login(request: HttpRequest) -> HttpResponse:
         except GuahaoError as exc:
             return _login_page(request, phone=phone, next_path=next_path, error=exc.message, http_status=exc.status)
         sign_in(request, key)
+        bind_after_sign_in(request, signed_in_account(request).id)  # inside WeChat: openid → this account, once
         return HttpResponseRedirect(notices_first(request, next_path))
     if signed_in_account(request) is not None:
         return HttpResponseRedirect(next_path)
@@ -129,6 +131,7 @@ def _login_page(
 @require_POST
 def logout(request: HttpRequest) -> HttpResponse:
     sign_out(request)
+    mark_signed_out(request)  # inside WeChat: no silent openid sign-in straight back
     return HttpResponseRedirect("/")
 
 

@@ -28,6 +28,9 @@ class Command(BaseCommand):
         sandbox = self._start_payment_sandbox(python)
         if sandbox is not None:
             children.append(sandbox)
+        wechat = self._start_wechat_simulator(python)
+        if wechat is not None:
+            children.append(wechat)
         if his_simulator:
             children.append(self._start_his_demo(python, his_simulator, bind))
         # No gunicorn access log: query strings may carry search terms; RequestIdMiddleware logs
@@ -83,6 +86,25 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"支付沙箱（微信支付 v3、支付宝）：{settings.PAY_SANDBOX_URL}")
         return gateway
+
+    def _start_wechat_simulator(self, python: str) -> subprocess.Popen | None:
+        """In development, the WeChat simulator (OAuth, access tokens, template messages) that the
+        demo hospital's 公众号 points at (guahao demo sets it up)."""
+        from urllib.parse import urlsplit
+
+        from django.conf import settings
+
+        from guahao.environment import DEVELOPMENT
+
+        if settings.ENV != DEVELOPMENT or not settings.WECHAT_SIMULATOR_URL:
+            return None
+        address = urlsplit(settings.WECHAT_SIMULATOR_URL)
+        simulator = subprocess.Popen(
+            [python, "-m", "guahao.wechat.simulator", "--host", address.hostname or "127.0.0.1",
+             "--port", str(address.port or 9300), "--state", str(settings.VAR_DIR / "wechat-simulator.json")],
+        )
+        self.stdout.write(f"微信公众号模拟器：{settings.WECHAT_SIMULATOR_URL}/_control/messages")
+        return simulator
 
     def _start_his_demo(self, python: str, address: str, bind: str) -> subprocess.Popen:
         """The HIS simulator as a child process, and the HIS demo hospital synced from it."""

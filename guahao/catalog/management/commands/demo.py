@@ -27,6 +27,11 @@ class Command(BaseCommand):
         )
         if settings.ENV == DEVELOPMENT:
             self._print_staff(create_demo_staff(hospital=hospital))
+            if settings.WECHAT_SIMULATOR_URL:  # the demo 公众号 is the simulator `guahao run` starts
+                from guahao.wechat.demo import configure_demo_account
+
+                configure_demo_account(hospital, base_url=settings.WECHAT_SIMULATOR_URL)
+                self.stdout.write(f"公众号模板消息：经微信模拟器 {settings.WECHAT_SIMULATOR_URL} 发送")
 
     def _print_staff(self, made) -> None:
         if not made:
