@@ -24,7 +24,7 @@ from guahao.his.base import HisDepartment, HisDoctor, HisTimeout
 from guahao.his.models import HisConnection, HisSyncState
 from guahao.his.simulated import SimulatedHis, make_his_session
 from guahao.ledger import find_violations
-from guahao.notifications.models import OutboxEvent
+from guahao.notifications.models import InboxMessage, OutboxEvent
 from guahao.payments.models import Refund
 from guahao.scheduling.models import Session, Slot
 from guahao.testing import make_account, make_hospital, run_worker
@@ -141,7 +141,7 @@ def test_a_capacity_change_adds_numbers_and_never_takes_one_a_patient_holds(his,
     assert find_violations() == []
 
 
-def test_a_suspension_found_by_sync_cancels_refunds_and_notifies_all_30_bookings_once(his, hospital, monkeypatch):
+def test_a_suspension_found_by_sync_cancels_refunds_and_notifies_all_30_bookings_once(his, hospital):
     publish_session(his, "S30", numbers=30)
     sync.sync_schedule(hospital=hospital)
     session = mirror("S30")
@@ -151,14 +151,6 @@ def test_a_suspension_found_by_sync_cancels_refunds_and_notifies_all_30_bookings
         patient = ready_to_book(account, hospital, name="王小明")
         registrations.append(registered(account, patient, session, seq=seq))
     assert {r.status for r in registrations} == {RegistrationStatus.BOOKED}
-    sent: list[tuple[int, str]] = []
-
-    class Recorder:
-        def send(self, *, account_id: int, title: str, text: str) -> None:
-            sent.append((account_id, title))
-
-    monkeypatch.setattr("guahao.worker.channel", lambda: Recorder())
-
     his.change_session("S30", status="suspended", suspend_reason="医生外出会诊")
     report = sync.sync_schedule(hospital=hospital)
     assert len(report.suspensions) == 1 and "将为 30 位已预约患者退号退费并通知" in report.suspensions[0]
@@ -178,8 +170,12 @@ def test_a_suspension_found_by_sync_cancels_refunds_and_notifies_all_30_bookings
     topics = Counter(OutboxEvent.objects.values_list("topic", flat=True))
     assert topics["session.suspended"] == 1
     assert topics["registration.refunding"] == 30 and topics["registration.cancelled"] == 30
-    titles = Counter(title for _, title in sent)
-    assert titles == {"退费中": 30, "已取消": 30}
+    sent = list(
+        InboxMessage.objects.filter(account__registrations__session=session)
+        .exclude(topic="registration.booked")
+        .values_list("account_id", "title")
+    )
+    assert Counter(title for _, title in sent) == {"停诊通知": 30, "已取消": 30}
     assert len({account for account, title in sent if title == "已取消"}) == 30
     assert his.active_registrations() == set()
     assert find_violations() == []

@@ -32,8 +32,10 @@ def backend(request, settings, db) -> str:
 
 @pytest.fixture
 def at_window_start():
-    # Start on a whole hour, so an hour's window is whole and Retry-After is predictable.
-    start = clock.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    # Start on a whole hour, so an hour's window is whole and Retry-After is predictable, and at
+    # 01:00 UTC, so that the hours a test moves through stay in one day's window (aligned to UTC
+    # days) whatever the time the suite runs.
+    start = (clock.now() + dt.timedelta(days=1)).replace(hour=1, minute=0, second=0, microsecond=0)
     with clock.frozen_at(start):
         yield start
 
