@@ -67,6 +67,9 @@ class Registration(models.Model):
     cancel_reason = models.CharField("取消原因", max_length=100, blank=True)
     # Who cancelled for the patient (a staff username), empty when the patient or 停诊 did.
     cancelled_by = models.CharField("代取消员工", max_length=150, blank=True)
+    # The patient's own cancel (not staff's, not 停诊): what the repeated-cancellation rule counts.
+    cancelled_by_patient = models.BooleanField("患者自行退号", default=False)
+    no_show_at = models.DateTimeField("记为爽约时间", null=True, blank=True)
 
     class Meta:
         verbose_name = verbose_name_plural = "挂号单"

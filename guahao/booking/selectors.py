@@ -201,3 +201,38 @@ def patient_has_booking_in_session(*, patient_index: str, session_id: int, exclu
     return Registration.objects.filter(
         patient__id_index=patient_index, session_id=session_id, status__in=active
     ).exists()
+
+
+def person_bookings_on(
+    *, hospital_id: int, patient_index: str, day: dt.date, now: dt.datetime, exclude_hold_id: int
+) -> list[int]:
+    """The department of each booking the real person (whichever account's record books them)
+    has at the hospital on visit date `day`: live holds with the person chosen and registrations
+    not cancelled, each once (a hold and the registration it became are one booking)."""
+    holds = (
+        Hold.objects.filter(_live_q(now), patient__id_index=patient_index, session__hospital_id=hospital_id, session__date=day)
+        .exclude(id=exclude_hold_id)
+        .values_list("id", "session__department_id")
+    )
+    # Holds first, as in patient_has_booking_in_session: a hold that registers between the two
+    # reads is seen by one of them, and keyed by hold it is counted once.
+    found = dict(holds)
+    found.update(
+        Registration.objects.filter(
+            patient__id_index=patient_index,
+            session__hospital_id=hospital_id,
+            session__date=day,
+            status__in=ACTIVE_REGISTRATION_STATES,
+        ).values_list("hold_id", "session__department_id")
+    )
+    return list(found.values())
+
+
+def earliest_live_hold_expiry(*, account: Account, now: dt.datetime) -> dt.datetime | None:
+    """When the account's first waiting hold (锁号中/支付中) runs out, if it has one."""
+    return (
+        Hold.objects.filter(account=account, state__in=(HoldState.HELD, HoldState.PAYING), expires_at__gt=now)
+        .order_by("expires_at")
+        .values_list("expires_at", flat=True)
+        .first()
+    )

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from guahao.catalog import services
 from guahao.catalog.models import Campus, Department, Doctor, Hospital, Notice, NoticeAck
+from guahao.catalog.visitors import has_visitor_rules, visitor_rule_defaults
 from guahao.console.modeladmin import ConsoleModelAdmin
 from guahao.payments.channels import PaymentChannel, channel_labels, in_channel_order
 
@@ -107,10 +108,17 @@ class CampusAdmin(ConsoleModelAdmin):
 class DepartmentForm(forms.ModelForm):
     class Meta:
         model = Department
-        fields = ("hospital", "campus", "parent", "code", "name", "intro", "location", "sort_order", "is_active")
+        fields = (
+            "hospital", "campus", "parent", "code", "name", "intro", "location", "sort_order", "is_active",
+            "min_age", "max_age", "sex",
+        )
+        help_texts = {"sex": "留空表示不限；新建科室时三项都留空，名称含“儿科”的默认 14 岁以下，含“妇科”“产科”的默认仅女性"}
 
     def clean(self):
         data = super().clean()
+        low, high = data.get("min_age"), data.get("max_age")
+        if low is not None and high is not None and low >= high:
+            self.add_error("max_age", "年龄上限须大于最低年龄")
         parent, hospital = data.get("parent"), data.get("hospital")
         if parent is not None:
             if hospital is not None and parent.hospital_id != hospital.id:
@@ -150,6 +158,9 @@ class DepartmentAdmin(ConsoleModelAdmin):
     def save_model(self, request: HttpRequest, obj: Department, form, change: bool) -> None:
         # The level follows the parent, so the tree the patients browse stays consistent.
         obj.level = obj.parent.level + 1 if obj.parent_id else 1
+        if not change and not has_visitor_rules(obj):
+            for field, value in visitor_rule_defaults(obj.name).items():
+                setattr(obj, field, value)
         super().save_model(request, obj, form, change)
 
 

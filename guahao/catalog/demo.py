@@ -12,6 +12,7 @@ from django.db import transaction
 
 from guahao import clock
 from guahao.catalog.models import Campus, Department, Doctor, Hospital, Notice
+from guahao.catalog.visitors import visitor_rule_defaults
 from guahao.scheduling import services as scheduling
 from guahao.scheduling.models import RegistrationType, ReleaseRule, Session
 
@@ -174,6 +175,7 @@ def _load_hospital() -> tuple[Hospital, dict[str, Department], dict[str, Doctor]
                 "intro": intro,
                 "location": location,
                 "sort_order": order,
+                **visitor_rule_defaults(name),
             },
         )
     doctors: dict[str, Doctor] = {}

@@ -74,6 +74,13 @@ class Campus(models.Model):
         return self.name
 
 
+class VisitorSex(models.TextChoices):
+    """A department limited to one sex (values as the patient's own sex, patients.Patient.Sex)."""
+
+    MALE = "M", "仅男性"
+    FEMALE = "F", "仅女性"
+
+
 class Department(models.Model):
     hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="departments", verbose_name="医院")
     campus = models.ForeignKey(Campus, on_delete=models.SET_NULL, null=True, blank=True, verbose_name="院区")
@@ -89,6 +96,13 @@ class Department(models.Model):
     location = models.CharField("就诊位置", max_length=100, blank=True)
     sort_order = models.PositiveIntegerField("排序", default=0)
     is_active = models.BooleanField("启用", default=True)
+    # Who the department sees (儿科 under 14, 妇科/产科 women), checked when a patient is chosen;
+    # a parent's limits apply to its sub-departments too. See catalog/visitors.py.
+    min_age = models.PositiveSmallIntegerField("最低年龄（岁，含）", null=True, blank=True)
+    max_age = models.PositiveSmallIntegerField(
+        "年龄上限（岁，不含）", null=True, blank=True, help_text="例如儿科填 14：仅接待就诊当天未满 14 岁的患者"
+    )
+    sex = models.CharField("限定性别", max_length=1, choices=VisitorSex.choices, blank=True, help_text="留空表示不限")
 
     class Meta:
         verbose_name = verbose_name_plural = "科室"

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from guahao import clock
 from guahao.catalog.models import Department, Doctor, Hospital
+from guahao.catalog.visitors import visitor_rule_defaults
 from guahao.db import atomic_retry
 from guahao.his import services as his_services
 from guahao.his.base import HisDepartment, HisDoctor, HisError, HisSession, HisSlot
@@ -138,7 +139,7 @@ def _upsert_department(
     if current is None:
         department = Department.objects.create(
             hospital=hospital, parent=parent, level=min((parent.level + 1) if parent else 1, 3),
-            code=item.code, name=item.name, location=item.location,
+            code=item.code, name=item.name, location=item.location, **visitor_rule_defaults(item.name),
         )
         report.departments_added.append(f"{item.name}（{item.code}）")
         return department

@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -67,9 +67,9 @@ class RestrictionStateFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         today = clock.today()
         if self.value() == "active":
-            return queryset.filter(lifted_at__isnull=True, until__gte=today)
+            return queryset.filter(lifted_at__isnull=True, ended_at__isnull=True, until__gte=today)
         if self.value() == "expired":
-            return queryset.filter(lifted_at__isnull=True, until__lt=today)
+            return queryset.filter(lifted_at__isnull=True).filter(Q(until__lt=today) | Q(ended_at__isnull=False))
         if self.value() == "lifted":
             return queryset.filter(lifted_at__isnull=False)
         return queryset
@@ -77,8 +77,8 @@ class RestrictionStateFilter(admin.SimpleListFilter):
 
 @admin.register(Restriction)
 class RestrictionAdmin(ConsoleModelAdmin):
-    list_display = ("id", "hospital", "reason", "until", "state", "created_at", "created_by", "lifted", "operations")
-    list_filter = (RestrictionStateFilter, ("hospital", admin.RelatedOnlyFieldListFilter))
+    list_display = ("id", "hospital", "rule", "reason", "until", "state", "created_at", "created_by", "lifted", "operations")
+    list_filter = (RestrictionStateFilter, "rule", ("hospital", admin.RelatedOnlyFieldListFilter))
     search_fields = ("reason", "created_by", "lifted_by")
     ordering = ("-created_at",)
     actions = None
@@ -91,7 +91,9 @@ class RestrictionAdmin(ConsoleModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Restriction | None = None) -> tuple[str, ...]:
         if obj is None:
             return ()
-        return ("hospital", "reason", "until", "created_at", "created_by", "lifted_at", "lifted_by", "lift_reason")
+        return (
+            "hospital", "rule", "reason", "until", "created_at", "created_by", "ended_at", "lifted_at", "lifted_by", "lift_reason",
+        )
 
     def get_fields(self, request: HttpRequest, obj: Restriction | None = None) -> tuple[str, ...]:
         if obj is None:
@@ -108,7 +110,7 @@ class RestrictionAdmin(ConsoleModelAdmin):
     def state(self, obj: Restriction) -> str:
         if obj.lifted_at is not None:
             return "已解除"
-        return "生效中" if obj.until >= clock.today() else "已到期"
+        return "生效中" if obj.until >= clock.today() and obj.ended_at is None else "已到期"
 
     @admin.display(description="解除", ordering="lifted_at")
     def lifted(self, obj: Restriction) -> str:
@@ -118,7 +120,7 @@ class RestrictionAdmin(ConsoleModelAdmin):
 
     @admin.display(description="操作")
     def operations(self, obj: Restriction) -> str:
-        if obj.lifted_at is not None or obj.until < clock.today():
+        if obj.lifted_at is not None or obj.ended_at is not None or obj.until < clock.today():
             return ""
         return format_html('<a href="{}">解除</a>', reverse("admin:policies_restriction_lift", args=[obj.pk]))
 
@@ -200,7 +202,8 @@ class RestrictionAdmin(ConsoleModelAdmin):
 @admin.register(Policy)
 class PolicyAdmin(ConsoleModelAdmin):
     """One 爽约与退号规则 per hospital, made with the defaults the first time the list is opened;
-    edited by the system administrator (audited by the base class), read by the security one."""
+    edited by the system administrator (audited by the base class), read by the security one. The
+    per-account hold caps stay with the release rules (放号规则), which departments can override."""
 
     list_display = (
         "hospital",
@@ -211,12 +214,15 @@ class PolicyAdmin(ConsoleModelAdmin):
         "cancel_limit",
         "cancel_window_days",
         "cancel_ban_days",
+        "max_per_day",
+        "max_per_department_per_day",
     )
     list_select_related = ("hospital",)
     fieldsets = (
         (None, {"fields": ("hospital",)}),
         ("爽约", {"fields": ("no_show_limit", "no_show_window_days", "no_show_ban_days", "no_show_grace_minutes")}),
         ("退号", {"fields": ("cancel_limit", "cancel_window_days", "cancel_ban_days")}),
+        ("每位就诊人每日挂号数（按证件，跨账号）", {"fields": ("max_per_day", "max_per_department_per_day")}),
     )
     readonly_fields = ("hospital",)
 

@@ -10,7 +10,7 @@ def active_restriction(*, hospital: Hospital, patient_index: str, today: dt.date
     """The ban in force on this real person at this hospital today, if any (the longest one)."""
     return (
         Restriction.objects.filter(
-            hospital=hospital, patient_index=patient_index, until__gte=today, lifted_at__isnull=True
+            hospital=hospital, patient_index=patient_index, until__gte=today, lifted_at__isnull=True, ended_at__isnull=True
         )
         .order_by("-until")
         .first()

@@ -36,7 +36,7 @@ class ReleaseRule(models.Model):
         "退号截止（就诊前小时数）", default=2, help_text="就诊时段开始前多少小时停止线上退号"
     )
     max_live_holds_per_account = models.PositiveSmallIntegerField("每账号同时锁号上限", default=2)
-    max_holds_per_day_per_account = models.PositiveSmallIntegerField("每账号每日锁号上限", default=6)
+    max_holds_per_day_per_account = models.PositiveSmallIntegerField("每账号每日锁号上限", default=10)
     book_before_minutes = models.PositiveSmallIntegerField(
         "预约截止（时段开始前分钟数）",
         default=30,

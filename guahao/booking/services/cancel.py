@@ -28,6 +28,7 @@ from guahao.notifications.services import emit
 from guahao.patients.models import Account
 from guahao.payments import services as payments
 from guahao.payments.models import Refund
+from guahao.policies import engine as policy_engine
 from guahao.scheduling.models import Slot
 from guahao.scheduling.selectors import release_rule_for
 
@@ -45,7 +46,7 @@ def cancel_registration(*, account: Account, registration_id: int, reason: str =
             f"已超过线上退号截止时间（{clock.local(deadline):%m月%d日 %H:%M}），请到医院窗口办理",
             code="cancel_deadline_passed",
         )
-    return cancel_at_his_and_refund(registration=reg, reason=reason)
+    return cancel_at_his_and_refund(registration=reg, reason=reason, by_patient=True)
 
 
 def cancel_at_his_and_refund(
@@ -53,6 +54,7 @@ def cancel_at_his_and_refund(
     registration: Registration,
     reason: str,
     cancelled_by: str = "",
+    by_patient: bool = False,
     also: Callable[[Registration], None] | None = None,
 ) -> Registration:
     """The cancel itself, once the caller has decided it may happen (the patient before the
@@ -69,9 +71,11 @@ def cancel_at_his_and_refund(
         # HIS confirms it.
         log.warning("his cancel unanswered; cancelling through the outbox", extra={"hold_id": reg.hold_id})
         return start_refund_for_cancellation(
-            registration=reg, reason=reason, cancel_at_his=True, cancelled_by=cancelled_by, also=also
+            registration=reg, reason=reason, cancel_at_his=True, cancelled_by=cancelled_by, by_patient=by_patient, also=also
         )
-    return start_refund_for_cancellation(registration=reg, reason=reason, cancelled_by=cancelled_by, also=also)
+    return start_refund_for_cancellation(
+        registration=reg, reason=reason, cancelled_by=cancelled_by, by_patient=by_patient, also=also
+    )
 
 
 def start_refund_for_cancellation(
@@ -80,13 +84,15 @@ def start_refund_for_cancellation(
     reason: str,
     cancel_at_his: bool = False,
     cancelled_by: str = "",
+    by_patient: bool = False,
     also: Callable[[Registration], None] | None = None,
 ) -> Registration:
     """BOOKED → REFUNDING with the slot back in the pool and a full refund requested, in one
     transaction. With `cancel_at_his`, an his.cancel job too (停诊: the HIS was not asked inline).
-    `cancelled_by` names the staff member who cancelled for the patient; `also` is a write of the
-    caller's (the console's audit row) that commits or rolls back with the cancel.
-    Raises Conflict when the registration has moved on."""
+    `cancelled_by` names the staff member who cancelled for the patient; `by_patient` marks the
+    patient's own cancel, which the repeated-cancellation rule counts (its ban, if earned, is made
+    in this transaction); `also` is a write of the caller's (the console's audit row) that commits
+    or rolls back with the cancel. Raises Conflict when the registration has moved on."""
     now = clock.now()
     payment = registration.hold.payment
 
@@ -96,7 +102,11 @@ def start_refund_for_cancellation(
             id=registration.id,
             status__in=registration_sources(RegistrationStatus.REFUNDING, RegistrationStatus.BOOKED),
         ).update(
-            status=RegistrationStatus.REFUNDING, cancelled_at=now, cancel_reason=reason[:100], cancelled_by=cancelled_by
+            status=RegistrationStatus.REFUNDING,
+            cancelled_at=now,
+            cancel_reason=reason[:100],
+            cancelled_by=cancelled_by,
+            cancelled_by_patient=by_patient,
         )
         if not moved:
             current = Registration.objects.values_list("status", flat=True).get(id=registration.id)
@@ -111,6 +121,8 @@ def start_refund_for_cancellation(
         emit("registration.refunding", registration_id=registration.id)
         if cancel_at_his:
             emit("his.cancel", hold_id=registration.hold_id, registration_no=registration.registration_no)
+        if by_patient:
+            policy_engine.count_patient_cancel(registration=registration)
         if also is not None:
             also(registration)
         return refund

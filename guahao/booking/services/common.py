@@ -4,10 +4,7 @@ hold, the refund number, and the first try of a refund."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
-
-from django.db import connection
 
 from guahao.booking.states import HoldState
 from guahao.his import services as his_services
@@ -41,20 +38,6 @@ def lock_slot(slot_id: int) -> None:
     """The first lock of a transaction that changes a hold or a registration: the slot row (see the
     lock order in the package docstring). SQLite has one writer at a time and needs no row lock."""
     Slot.objects.select_for_update().filter(id=slot_id).values_list("id", flat=True).first()
-
-
-def lock_person_in_session(*, session_id: int, patient_index: str) -> None:
-    """Queue confirmations of one real person for one session (PostgreSQL: a transaction-scoped
-    advisory lock on the pair, taken before any row lock; SQLite runs one writer at a time)."""
-    if connection.vendor != "postgresql":
-        return
-    key = int.from_bytes(
-        hashlib.blake2b(f"{session_id}:{patient_index}".encode(), digest_size=8).digest(),
-        "big",
-        signed=True,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 def free_slot(*, slot_id: int, held_until: dt.datetime) -> None:

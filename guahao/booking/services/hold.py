@@ -15,7 +15,6 @@ from guahao.booking.services.common import (
     CLAIMABLE,
     free_slot,
     his,
-    lock_person_in_session,
     lock_slot,
     log,
     service_phone_hint,
@@ -24,10 +23,10 @@ from guahao.booking.services.settle import complete_paid_hold
 from guahao.booking.states import HoldState, hold_refusal, hold_sources
 from guahao.catalog.models import Hospital
 from guahao.catalog.selectors import payment_channels_of, pending_notices
+from guahao.catalog.visitors import check_visitor
 from guahao.db import atomic_retry
 from guahao.errors import (
     Conflict,
-    Forbidden,
     GuahaoError,
     InvalidInput,
     NotFound,
@@ -43,7 +42,7 @@ from guahao.payments import services as payments
 from guahao.payments.channels import channel_labels
 from guahao.payments.models import Payment
 from guahao.payments.providers.base import PayParams
-from guahao.policies.selectors import active_restriction
+from guahao.policies import engine as policy_engine
 from guahao.scheduling.models import Session, Slot
 from guahao.scheduling.selectors import (
     bookable_slot_q,
@@ -191,18 +190,28 @@ def _window_refusal(*, session_id: int, window_start: dt.datetime) -> GuahaoErro
 
 
 def _enforce_hold_caps(*, account: Account, rule, now: dt.datetime) -> None:
-    """Per-account caps, counted under a lock on the account row so that one account's parallel
-    requests cannot slip past them together (SQLite's write lock already serialises)."""
+    """Per-account caps (the release rule's), counted under a lock on the account row so that one
+    account's parallel requests cannot slip past them together (SQLite's write lock already
+    serialises). Each refusal names its limit and when it stops refusing."""
     Account.objects.select_for_update().filter(id=account.id).first()
     live, today = selectors.hold_counts(account=account, now=now)
     if live >= rule.max_live_holds_per_account:
+        first_end = selectors.earliest_live_hold_expiry(account=account, now=now)
+        when = (
+            f"；最早的一个将于{clock.local(first_end):%H:%M}到期释放"
+            if first_end is not None
+            else "；正在办理的挂号有结果后即可再锁号"
+        )
         raise Conflict(
-            f"您已有 {rule.max_live_holds_per_account} 个待支付的锁号，请先完成支付或取消后再预约",
+            f"每个账号最多同时保留{rule.max_live_holds_per_account}个待支付的锁号（同时锁号上限），"
+            f"请先完成支付或取消后再预约{when}",
             code="live_hold_limit",
         )
     if today >= rule.max_holds_per_day_per_account:
+        tomorrow = clock.local(now).date() + dt.timedelta(days=1)
         raise Conflict(
-            f"今日锁号次数已达上限（{rule.max_holds_per_day_per_account} 次），请明天再试",
+            f"每个账号每天最多锁号{rule.max_holds_per_day_per_account}次（每日锁号上限），今日已达上限，"
+            f"请于{tomorrow:%m月%d日} 0:00 后再试",
             code="daily_hold_limit",
         )
 
@@ -275,9 +284,11 @@ def _refusal_now(hold_id: int, now: dt.datetime) -> Conflict:
 def confirm_hold(*, account: Account, hold_id: int, patient_id: int, channel: str, insurance: bool) -> Hold:
     """Attach the visiting patient and payment choice to a live hold. The channel must be one the
     hospital offers (channel_not_offered names those it does). The patient must have acknowledged
-    the hospital's current notices and must not be under a booking restriction. Once a payment
-    order is open (PAYING) the visiting patient is fixed; the channel may still change for the
-    next order."""
+    the hospital's current notices, must not be under a booking restriction, must be someone the
+    department sees (age, sex), and must stay within the per-person limits of the visit date
+    (policies/engine.py; counted under a lock on the person and date). Once a payment order is
+    open (PAYING) the visiting patient is fixed; the channel may still change for the next
+    order."""
     now = clock.now()
     hold = _live_hold(account=account, hold_id=hold_id, now=now)
     hospital = hold.session.hospital
@@ -290,24 +301,30 @@ def confirm_hold(*, account: Account, hold_id: int, patient_id: int, channel: st
             code="notice_not_acknowledged",
             notice_ids=[n.id for n in pending],
         )
-    restriction = active_restriction(hospital=hospital, patient_index=patient.id_index, today=clock.today())
-    if restriction is not None:
-        raise Forbidden(
-            f"该就诊人因「{restriction.reason}」被限制预约至 {restriction.until:%Y年%m月%d日}",
-            code="patient_restricted",
-        )
+    session = hold.session
+    policy_engine.check_not_restricted(hospital=hospital, patient_index=patient.id_index, today=clock.today())
+    check_visitor(department=session.department, sex=patient.sex, birth_date=patient.birth_date, visit_date=session.date)
     # The condition on the row itself: any patient while HELD, the same one once PAYING.
     unchanged_patient = Q(state=HoldState.HELD) | Q(state=HoldState.PAYING, patient_id=patient.id)
 
     def attach() -> int:
-        # One confirmation per real person and session at a time (by the person, not the record:
-        # another account's record of them counts too), so two accounts confirming the same
-        # person at once cannot both pass the check below before either has written.
-        lock_person_in_session(session_id=hold.session_id, patient_index=patient.id_index)
+        # One confirmation per real person and visit date at a time (by the person, not the
+        # record: another account's record of them counts too), so two accounts confirming the
+        # same person at once cannot both pass the checks below before either has written.
+        policy_engine.lock_person_on_date(patient_index=patient.id_index, day=session.date)
         if selectors.patient_has_booking_in_session(
             patient_index=patient.id_index, session_id=hold.session_id, exclude_hold_id=hold.id
         ):
             raise Conflict("该就诊人已预约本次出诊，请勿重复挂号", code="duplicate_booking")
+        policy_engine.check_daily_limits(
+            hospital_id=hospital.id,
+            patient_index=patient.id_index,
+            day=session.date,
+            department_id=session.department_id,
+            department_name=session.department.name,
+            exclude_hold_id=hold.id,
+            now=now,
+        )
         return Hold.objects.filter(unchanged_patient, id=hold.id, expires_at__gt=now).update(
             patient=patient, channel=channel, insurance=insurance, updated_at=now
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from guahao import clock
 from guahao.booking.models import Registration
 from guahao.booking.services.cancel import cancel_at_his_and_refund
 from guahao.booking.services.common import lock_slot
@@ -16,6 +17,7 @@ from guahao.errors import Conflict, InvalidInput, NotFound
 from guahao.notifications.services import emit
 from guahao.payments import services as payments
 from guahao.payments.models import Refund
+from guahao.policies import engine as policy_engine
 
 # What staff may record by hand, and the event each writes.
 ATTENDANCE_MOVES: dict[RegistrationStatus, str] = {
@@ -77,13 +79,16 @@ def mark_attendance(
 
     def move() -> None:
         lock_slot(reg.slot_id)
+        no_show = target == RegistrationStatus.NO_SHOW
         moved = Registration.objects.filter(
             id=reg.id, status__in=registration_sources(target, *sources)
-        ).update(status=target)
+        ).update(status=target, **({"no_show_at": clock.now()} if no_show else {}))
         if not moved:
             current = Registration.objects.values_list("status", flat=True).get(id=reg.id)
             raise _refused(current, f"标记为“{target.label}”")
         emit(ATTENDANCE_MOVES[target], registration_id=reg.id)
+        if no_show:  # counted like the scheduler's marking: the ban rule, in this transaction
+            policy_engine.count_no_show(registration=reg)
         if record is not None:
             record(reg)
 

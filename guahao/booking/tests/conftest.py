@@ -53,9 +53,14 @@ def booker(world) -> tuple[Account, Patient]:
 
 
 def loosen_caps(hospital: Hospital) -> None:
+    """Lift the per-account hold caps and the per-person daily limits (0: none), for scenarios that
+    book one patient many times."""
+    from guahao.policies.models import Policy
+
     ReleaseRule.objects.filter(hospital=hospital).update(
         max_live_holds_per_account=1000, max_holds_per_day_per_account=30000
     )
+    Policy.objects.update_or_create(hospital=hospital, defaults={"max_per_day": 0, "max_per_department_per_day": 0})
 
 
 @pytest.fixture

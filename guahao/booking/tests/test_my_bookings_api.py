@@ -98,14 +98,14 @@ def test_a_registration_shows_its_refund(world, booker):
 
 @pytest.fixture
 def three_doctors(world):
-    """李建国 (world's doctor), 王丽华 in the same hospital, 张卫东 in another hospital; a session
-    of each tomorrow."""
+    """李建国 (world's doctor), 王丽华 in the same department, 张卫东 in another hospital; a session
+    of each tomorrow, 王丽华's the day after (one patient books one department once a day)."""
     wang = make_doctor(world.department, name="王丽华")
     other_hospital = make_hospital(name="另一家医院")
     zhang = make_doctor(make_department(other_hospital, name="呼吸内科"), name="张卫东")
     return {
         "李建国": world.session,
-        "王丽华": make_session(world.department, doctor=wang),
+        "王丽华": make_session(world.department, doctor=wang, day=clock.today() + dt.timedelta(days=2)),
         "张卫东": make_session(zhang.department, doctor=zhang),
     }
 

@@ -20,6 +20,7 @@ from guahao.console import roles
 from guahao.console.models import AuditEntry
 from guahao.console.testing import STAFF_PASSWORD, current_code, make_staff
 from guahao.payments.models import Refund
+from guahao.policies.models import Policy
 from guahao.scheduling.models import ReleaseRule
 from guahao.testing import (
     api_client,
@@ -73,6 +74,8 @@ def day(transactional_db):
     ReleaseRule.objects.filter(hospital=hospital).update(
         lock_minutes=10, max_live_holds_per_account=5
     )
+    # One patient in both of 彭飞's clinics of the day: the hospital allows two per department.
+    Policy.objects.create(hospital=hospital, max_per_department_per_day=2)
     skin = make_department(hospital, name="皮肤科")
     peng = make_doctor(skin, name="彭飞")
     tomorrow = clock.today() + dt.timedelta(days=1)

@@ -128,6 +128,7 @@ def test_each_hospital_has_one_policy_edited_by_the_system_administrator(hospita
     fields = {
         "no_show_limit": 2, "no_show_window_days": 90, "no_show_ban_days": 60, "no_show_grace_minutes": 30,
         "cancel_limit": 3, "cancel_window_days": 30, "cancel_ban_days": 30,
+        "max_per_day": 3, "max_per_department_per_day": 1,
     }
     answer = client.post(f"/admin/policies/policy/{policy.pk}/change/", fields)
     assert answer.status_code == 302
