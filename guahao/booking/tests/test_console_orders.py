@@ -14,7 +14,6 @@ from openpyxl import load_workbook
 
 from guahao import clock
 from guahao.booking import services
-from guahao.notifications.messaging import messages_for
 from guahao.booking.models import Registration
 from guahao.booking.states import RegistrationStatus
 from guahao.catalog.models import Notice, NoticeAck
@@ -22,6 +21,7 @@ from guahao.console import roles
 from guahao.console.models import AuditEntry
 from guahao.console.testing import console_client, make_staff
 from guahao.errors import Conflict
+from guahao.notifications.messaging import messages_for
 from guahao.payments.models import Refund
 from guahao.testing import make_department, make_doctor, make_hospital, make_session, run_worker
 

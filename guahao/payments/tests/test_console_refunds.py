@@ -9,7 +9,6 @@ from django.db import transaction
 from django.test import Client
 
 from guahao.booking import services as booking
-from guahao.notifications.messaging import messages_for
 from guahao.booking.models import Registration
 from guahao.booking.selectors import refund_of
 from guahao.booking.states import RegistrationStatus
@@ -18,6 +17,7 @@ from guahao.console import roles
 from guahao.console.models import AuditEntry
 from guahao.console.testing import console_client, make_staff
 from guahao.ledger import find_violations
+from guahao.notifications.messaging import messages_for
 from guahao.payments import services
 from guahao.payments.models import Payment, Refund
 from guahao.payments.providers.base import RefundStatus
