@@ -144,3 +144,41 @@ def test_each_job_moment_is_enqueued_and_run_once_by_overlapping_schedulers(jobs
     with clock.frozen_at(moment):
         assert scheduler.run_job(name="reminders", key=key, runner="a")
         assert not scheduler.run_job(name="reminders", key=key, runner="b")
+
+
+def test_the_scheduler_marks_no_shows_bans_the_person_and_ends_the_ban_telling_the_patient(world, jobs):
+    """Three visits missed: the no_shows job marks each after the session's end plus 30 minutes,
+    the third earns a 90-day ban, and the restrictions job ends it after its last day; the patient
+    reads each step in 消息."""
+    from guahao.booking.states import RegistrationStatus
+    from guahao.policies.models import Restriction
+
+    jobs("no_shows", "restrictions")
+    account = make_account()
+    patient = ready_to_book(account, world.hospital)
+    made = []
+    for days in (1, 2, 3):
+        session = make_session(world.department, day=clock.today() + dt.timedelta(days=days), slots=2)
+        made.append(registered(account, patient, session))
+    for reg in made:
+        ends = reg.session.ends_at
+        _worker_at(ends + dt.timedelta(minutes=29))
+        reg.refresh_from_db()
+        assert reg.status == RegistrationStatus.BOOKED
+        _worker_at(ends + dt.timedelta(minutes=31))
+        reg.refresh_from_db()
+        assert reg.status == RegistrationStatus.NO_SHOW
+    titles = list(InboxMessage.objects.filter(account=account).order_by("id").values_list("title", flat=True))
+    assert titles.count("爽约记录") == 3 and titles[-1] == "暂停预约"
+    ban = Restriction.objects.get()
+    banned = InboxMessage.objects.get(account=account, topic="restriction.created")
+    assert banned.text == f"就诊人张*丰因90天内爽约3次，在{world.hospital.name}暂停预约至{ban.until:%Y年%m月%d日}。"
+
+    _worker_at(at(ban.until, 23, 59))  # the last day: still in force
+    assert not InboxMessage.objects.filter(account=account, topic="restriction.lifted").exists()
+    _worker_at(at(ban.until + dt.timedelta(days=1), 0, 6))
+    ban.refresh_from_db()
+    assert ban.ended_at is not None
+    assert InboxMessage.objects.get(account=account, topic="restriction.lifted").title == "恢复预约"
+    _worker_at(at(ban.until + dt.timedelta(days=1), 9))
+    assert InboxMessage.objects.filter(account=account, topic="restriction.lifted").count() == 1
