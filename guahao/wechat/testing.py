@@ -11,33 +11,21 @@ on exit, whatever the test did.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import subprocess
-import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from guahao.simulators import ControlError, SimulatorProcess, running
 from guahao.wechat.simulator import DEMO_APP_ID, DEMO_APP_SECRET
 
-START_TIMEOUT_SECONDS = 10.0
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ControlError", "WechatSimulator", "running_wechat_simulator"]
 
 
-class ControlError(Exception):
-    def __init__(self, status: int, document: Any):
-        super().__init__(f"{status}: {document}")
-        self.status, self.document = status, document
-
-
-class WechatSimulator:
+class WechatSimulator(SimulatorProcess):
     def __init__(self, *, url: str, process: subprocess.Popen[str]) -> None:
-        self.url, self.process = url, process
+        super().__init__(url=url, process=process)
         self.app_id, self.app_secret = DEMO_APP_ID, DEMO_APP_SECRET
 
     def official_account(self, hospital: Any, *, enabled: bool = True) -> Any:
@@ -49,15 +37,6 @@ class WechatSimulator:
             defaults={"app_id": self.app_id, "app_secret": self.app_secret, "api_base": self.url, "oauth_base": self.url, "enabled": enabled},
         )
         return official
-
-    def control(self, method: str, path: str, document: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(document or {}).encode() if method == "POST" else None
-        request = urllib.request.Request(f"{self.url}/_control/{path.lstrip('/')}", data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            raise ControlError(error.code, json.loads(error.read() or b"null")) from None
 
     def follow(self, openid: str) -> Any:
         return self.control("POST", "follow", {"appid": self.app_id, "openid": openid})
@@ -88,41 +67,11 @@ class WechatSimulator:
         """How often each API was called: token, send, oauth."""
         return self.control("GET", "state")["calls"]
 
-    def reset(self) -> Any:
-        return self.control("POST", "reset")
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-@contextlib.contextmanager
+@contextmanager
 def running_wechat_simulator(*, state: Path | None = None) -> Iterator[WechatSimulator]:
-    command = [sys.executable, "-m", "guahao.wechat.simulator", "--host", "127.0.0.1", "--port", "0"]
+    args = ["--host", "127.0.0.1", "--port", "0"]
     if state is not None:
-        command += ["--state", str(state)]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=_PROJECT_ROOT, env=environment)
-    sim = WechatSimulator(url="", process=process)
-    try:
-        sim.url = _read_url(process)
-        yield sim
-    finally:
-        sim.stop()
-
-
-def _read_url(process: subprocess.Popen[str]) -> str:
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(process.stdout.readline() if process.stdout else ""), daemon=True)
-    reader.start()
-    reader.join(START_TIMEOUT_SECONDS)
-    if not line or "listening on " not in line[0]:
-        raise RuntimeError(f"the WeChat simulator did not start (exit status {process.poll()}): {line[0] if line else 'no output'}")
-    return line[0].split("listening on ", 1)[1].split()[0]
+        args += ["--state", str(state)]
+    with running("guahao.wechat.simulator", args, lambda process: WechatSimulator(url="", process=process), name="WeChat simulator") as simulator:
+        yield simulator

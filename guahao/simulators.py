@@ -1,0 +1,91 @@
+"""Running a simulator of an outside system (the HIS, WeChat, the SMS provider) as a real process
+for tests: start `python -m <module>` on a free loopback port, read the address from its first
+line ("listening on http://127.0.0.1:PORT"), talk to its loopback control API, and stop it on
+exit whatever the test did."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+START_TIMEOUT_SECONDS = 10.0
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ControlError(Exception):
+    """The control API answered with an error status."""
+
+    def __init__(self, status: int, document: Any):
+        super().__init__(f"{status}: {document}")
+        self.status, self.document = status, document
+
+
+class SimulatorProcess:
+    """A running simulator: its base `url` and its process."""
+
+    def __init__(self, *, url: str, process: subprocess.Popen[str]) -> None:
+        self.url, self.process = url, process
+
+    def control(self, method: str, path: str, document: dict[str, Any] | None = None) -> Any:
+        """Call /_control/<path> (unsigned, loopback only); raises ControlError on a non-2xx answer."""
+        data = json.dumps(document or {}).encode() if method == "POST" else None
+        request = urllib.request.Request(
+            f"{self.url}/_control/{path.lstrip('/')}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise ControlError(error.code, json.loads(error.read() or b"null")) from None
+
+    def reset(self) -> Any:
+        return self.control("POST", "reset")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+S = TypeVar("S", bound=SimulatorProcess)
+
+
+@contextlib.contextmanager
+def running(module: str, args: list[str], make: Callable[[subprocess.Popen[str]], S], *, name: str) -> Iterator[S]:
+    """Start `python -m module args…`, yield `make(process)` with its url set, stop it after."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, env=environment
+    )
+    simulator = make(process)
+    try:
+        simulator.url = _read_url(process, name)
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+def _read_url(process: subprocess.Popen[str], name: str) -> str:
+    """The URL from the simulator's first line (it prints it once it listens)."""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(process.stdout.readline() if process.stdout else ""), daemon=True)
+    reader.start()
+    reader.join(START_TIMEOUT_SECONDS)
+    if not line or "listening on " not in line[0]:
+        raise RuntimeError(f"the {name} did not start (exit status {process.poll()}): {line[0] if line else 'no output'}")
+    return line[0].split("listening on ", 1)[1].split()[0]
