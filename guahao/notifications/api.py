@@ -7,6 +7,7 @@ import datetime as dt
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 
+from guahao import clock
 from guahao.notifications import inbox, selectors
 from guahao.notifications.models import InboxMessage
 from guahao.patients.auth import bearer
@@ -54,9 +55,10 @@ def _out(message: InboxMessage) -> dict:
         "title": message.title,
         "text": message.text,
         "link": message.link,
-        "created_at": message.created_at,
+        # In the hospital's time, like every other time the API gives.
+        "created_at": clock.local(message.created_at),
         "read": message.read_at is not None,
-        "read_at": message.read_at,
+        "read_at": clock.local(message.read_at) if message.read_at else None,
     }
 
 
