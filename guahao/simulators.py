@@ -1,7 +1,8 @@
-"""Running a simulator of an outside system (the HIS, WeChat, the SMS provider) as a real process
-for tests: start `python -m <module>` on a free loopback port, read the address from its first
-line ("listening on http://127.0.0.1:PORT"), talk to its loopback control API, and stop it on
-exit whatever the test did."""
+"""What the simulators of outside systems (the HIS, WeChat, the SMS provider) share. Their HTTP
+handlers' plumbing (`SimulatorHandler`), and running one as a real process for tests: start
+`python -m <module>` on a free loopback port, read the address from its first line ("listening on
+http://127.0.0.1:PORT"), talk to its loopback control API, and stop it on exit whatever the test
+did. Standard library only: the simulators run without Django."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +29,28 @@ class ControlError(Exception):
     def __init__(self, status: int, document: Any):
         super().__init__(f"{status}: {document}")
         self.status, self.document = status, document
+
+
+class SimulatorHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, quiet unless the server is `verbose`, and every method to `_dispatch`."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        if getattr(self.server, "verbose", False):
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        raise NotImplementedError
 
 
 class SimulatorProcess:

@@ -37,10 +37,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from guahao.simulators import SimulatorHandler
 
 TOKEN_SECONDS = 7200
 OLD_TOKEN_GRACE = 300  # an app's previous token keeps working this long after a refresh
@@ -357,22 +359,8 @@ input{{width:100%;padding:8px;box-sizing:border-box}}</style></head><body>
 <button type="submit">允许</button></form></body></html>"""
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(SimulatorHandler):
     server: SimulatorServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        if self.server.verbose:
-            super().log_message(format, *args)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)

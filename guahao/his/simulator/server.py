@@ -13,13 +13,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 from guahao.his import wire
 from guahao.his.simulator.faults import FaultBoard, parse_fault
 from guahao.his.simulator.inventory import BREAKS, LOCAL_TZ, Hospital, Refusal
+from guahao.simulators import SimulatorHandler
 
 # (method, path) → operation name used by faults and the call log.
 ROUTES = {
@@ -93,22 +94,8 @@ class _Dropped(Exception):
     """Close the connection without an answer."""
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(SimulatorHandler):
     server: SimulatorServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        if self.server.verbose:
-            super().log_message(format, *args)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     # --- plumbing --------------------------------------------------------------------------------
 
