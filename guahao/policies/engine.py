@@ -58,17 +58,18 @@ def restriction_refusal(restriction: Restriction) -> Forbidden:
     until = restriction.until
     again = f"，{until + dt.timedelta(days=1):%m月%d日}起可重新预约"
     detail = {"rule": restriction.rule, "until": until.isoformat()}
-    if restriction.rule == Restriction.Rule.NO_SHOW:
-        return Forbidden(
-            f"就诊人近{restriction.reason}，暂停预约至{_day(until)}{again}", code="patient_restricted_no_show", **detail
-        )
-    if restriction.rule == Restriction.Rule.CANCEL:
-        return Forbidden(
-            f"就诊人近{restriction.reason}，暂停预约至{_day(until)}{again}", code="patient_restricted_cancel", **detail
-        )
+    code = _RESTRICTION_CODES.get(restriction.rule)
+    if code is not None:  # a rule's ban: its reason names the rule ("90天内爽约3次")
+        return Forbidden(f"就诊人近{restriction.reason}，暂停预约至{_day(until)}{again}", code=code, **detail)
     return Forbidden(
         f"该就诊人因「{restriction.reason}」被限制预约至 {_day(until)}{again}", code="patient_restricted", **detail
     )
+
+
+_RESTRICTION_CODES = {
+    Restriction.Rule.NO_SHOW: "patient_restricted_no_show",
+    Restriction.Rule.CANCEL: "patient_restricted_cancel",
+}
 
 
 def check_not_restricted(*, hospital: Hospital, patient_index: str, today: dt.date) -> None:
