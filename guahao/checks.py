@@ -52,3 +52,36 @@ def _channels_without_merchant() -> list[str]:
                     f"{hospital.name}：开通了{PaymentChannel(channel).label}，但没有启用的商户号（控制台：支付商户号）"
                 )
     return problems
+
+
+@register(Tags.security, deploy=True)
+def message_channels_can_send(app_configs, **kwargs) -> list:
+    """A hospital that turned 公众号 or SMS messages on must be able to send them; otherwise its
+    patients get the in-app message only, and nobody notices."""
+    from django.db import DatabaseError
+
+    try:
+        return [Error(message, id="guahao.E011") for message in _channels_that_cannot_send()]
+    except DatabaseError:  # not migrated yet
+        return []
+
+
+def _channels_that_cannot_send() -> list[str]:
+    from guahao.notifications.models import MessagingSettings
+    from guahao.wechat.models import OfficialAccount
+
+    sms_ready = "sms" in settings.MESSAGE_CHANNELS and settings.SMS_ACCESS_KEY_ID and settings.SMS_ACCESS_KEY_SECRET
+    wechat_ready = set(OfficialAccount.objects.filter(enabled=True).values_list("hospital_id", flat=True))
+    problems = []
+    for chosen in MessagingSettings.objects.filter(hospital__is_active=True).select_related("hospital").order_by("hospital_id"):
+        name = chosen.hospital.name
+        if chosen.sms_enabled and not sms_ready:
+            problems.append(
+                f"{name}：开通了短信消息，但短信服务未配置（GUAHAO_MESSAGE_CHANNELS 含 sms，"
+                "以及 GUAHAO_SMS_ACCESS_KEY_ID / GUAHAO_SMS_ACCESS_KEY_SECRET）"
+            )
+        if chosen.sms_enabled and not (chosen.sms_sign_name or settings.SMS_SIGN_NAME):
+            problems.append(f"{name}：开通了短信消息，但没有短信签名（消息设置或 GUAHAO_SMS_SIGN_NAME）")
+        if chosen.wechat_enabled and ("wechat" not in settings.MESSAGE_CHANNELS or chosen.hospital_id not in wechat_ready):
+            problems.append(f"{name}：开通了公众号模板消息，但没有启用的公众号（控制台：公众号）或 GUAHAO_MESSAGE_CHANNELS 不含 wechat")
+    return problems

@@ -223,8 +223,10 @@ def _http_adapter_problems(d: Deployment) -> list[str]:
 
 
 def _message_channel_problems(d: Deployment) -> list[str]:
-    """The patients' message channels exist, and the SMS provider (Aliyun SendSms) has its keys
-    wherever it is used: sign-in codes (GUAHAO_SMS_CHANNEL=aliyun) or messages (sms)."""
+    """The patients' message channels exist, and sign-in codes through Aliyun SendSms
+    (GUAHAO_SMS_CHANNEL=aliyun) have the provider's keys, sign name and template: without them no
+    patient could sign in. A hospital that turns SMS messages on without keys is reported by
+    `guahao check --deploy` instead (guahao.E011): messages still reach the in-app list."""
     from guahao.notifications.channels import CHANNELS
 
     found = [
@@ -234,8 +236,6 @@ def _message_channel_problems(d: Deployment) -> list[str]:
         if name not in CHANNELS and "." not in name
     ]
     needs: list[tuple[str, str]] = []
-    if "sms" in d.message_channels:
-        needs += [("GUAHAO_SMS_ACCESS_KEY_ID", d.sms_access_key_id), ("GUAHAO_SMS_ACCESS_KEY_SECRET", d.sms_access_key_secret)]
     if "aliyun" in d.adapters.get("GUAHAO_SMS_CHANNEL", ()):
         needs += [
             ("GUAHAO_SMS_ACCESS_KEY_ID", d.sms_access_key_id),
