@@ -134,7 +134,7 @@ def _release(key: str, moment: dt.datetime) -> int:
 
 def _housekeeping(_key: str, moment: dt.datetime) -> int:
     from guahao.limits import services as limits
-    from guahao.notifications.models import OutboxEvent
+    from guahao.notifications.models import Delivery, InboxMessage, OutboxEvent
     from guahao.patients import services as patients
 
     now = clock.now()
@@ -144,7 +144,17 @@ def _housekeeping(_key: str, moment: dt.datetime) -> int:
     week_ago = now - dt.timedelta(days=7)
     done = JobRun.objects.filter(finished_at__lt=week_ago).delete()[0]
     done += OutboxEvent.objects.filter(topic="job.run", processed_at__lt=week_ago).delete()[0]
+    # Copies of messages are kept no longer than they serve (PIPL: the least for the shortest):
+    # what went out to a channel for 90 days (enough to answer "did I get it?"), the in-app list a year.
+    done += Delivery.objects.filter(
+        state__in=(Delivery.State.SENT, Delivery.State.REFUSED), created_at__lt=now - DELIVERY_RETENTION
+    ).delete()[0]
+    done += InboxMessage.objects.filter(created_at__lt=now - INBOX_RETENTION).delete()[0]
     return done
+
+
+DELIVERY_RETENTION = dt.timedelta(days=90)
+INBOX_RETENTION = dt.timedelta(days=365)
 
 
 JOBS: dict[str, Job] = {

@@ -182,3 +182,19 @@ def test_the_scheduler_marks_no_shows_bans_the_person_and_ends_the_ban_telling_t
     assert InboxMessage.objects.get(account=account, topic="restriction.lifted").title == "恢复预约"
     _worker_at(at(ban.until + dt.timedelta(days=1), 9))
     assert InboxMessage.objects.filter(account=account, topic="restriction.lifted").count() == 1
+
+
+def test_housekeeping_keeps_sent_messages_90_days_and_the_in_app_list_a_year(world, booker, jobs, settings):
+    from guahao.notifications.models import Delivery
+
+    jobs("housekeeping")
+    settings.MESSAGE_CHANNELS = ["log"]
+    registered(*booker, world.session)  # 预约成功: in the list, and sent to the log channel
+    assert Delivery.objects.filter(state=Delivery.State.SENT).count() == 1
+    start = clock.now()
+    _worker_at(start + dt.timedelta(days=89))
+    assert Delivery.objects.count() == 1
+    _worker_at(start + dt.timedelta(days=90, hours=1))
+    assert Delivery.objects.count() == 0 and InboxMessage.objects.count() == 1
+    _worker_at(start + dt.timedelta(days=365, hours=1))
+    assert InboxMessage.objects.count() == 0
