@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "guahao.csp.ContentSecurityPolicyMiddleware",  # outermost: every answer, early ones (429) too
+    "guahao.metrics.RequestMetricsMiddleware",  # latency per route, the early 429s included
     "guahao.logs.RequestIdMiddleware",
     "guahao.limits.middleware.BrowseLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -259,6 +260,8 @@ REDIS_URL = os.environ.get("GUAHAO_REDIS_URL", "")
 REDIS_PREFIX = os.environ.get("GUAHAO_REDIS_PREFIX", "guahao:") + "rl:"
 # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
 TRUSTED_PROXIES = [p for p in os.environ.get("GUAHAO_TRUSTED_PROXIES", "").split(",") if p.strip()]
+# Who may read /metrics (addresses or networks, comma-separated); anyone else gets 404.
+METRICS_ALLOW = [a for a in os.environ.get("GUAHAO_METRICS_ALLOW", "127.0.0.1,::1").split(",") if a.strip()]
 
 # Each rule: comma-separated windows "count/period" (s, m, h, d; "30/10m"), or "off".
 # Override one with GUAHAO_LIMIT_<RULE>, e.g. GUAHAO_LIMIT_SMS_CODE_IP="20/h,60/d".

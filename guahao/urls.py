@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 
 from guahao.api import api, unknown_api_path
 from guahao.health import healthz
+from guahao.metrics import metrics_view
 
 admin.site.site_header = "挂号管理后台"
 admin.site.site_title = "挂号管理后台"
@@ -10,6 +11,7 @@ admin.site.index_title = "医院运营"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus; GUAHAO_METRICS_ALLOW only
     path("api/v1/", api.urls),
     re_path(r"^api/", unknown_api_path),  # after the API: its unknown paths answer JSON 404
     path("admin/", admin.site.urls),

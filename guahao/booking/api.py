@@ -7,11 +7,12 @@ import datetime as dt
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
-from guahao import clock, pii
+from guahao import clock, metrics, pii
 from guahao.booking import selectors, services
 from guahao.booking.models import Hold, Registration
 from guahao.booking.states import HoldState, RegistrationStatus
 from guahao.catalog.selectors import get_hospital, payment_channels_of
+from guahao.errors import GuahaoError
 from guahao.limits import services as limits
 from guahao.limits.clientip import client_ip
 from guahao.patients.auth import bearer
@@ -221,10 +222,15 @@ def _registration_out(
 @router.post("/holds", response={201: HoldOut}, summary="锁号")
 def create_hold(request: HttpRequest, body: HoldIn):
     # Counted before anything else, refused or not: a bot's failed tries cost it as much as wins.
-    limits.hit("hold_account", request.auth.pk, ("hold_ip", client_ip(request)))
-    hold = services.hold_slot(
-        account=request.auth, slot_id=body.slot_id, session_id=body.session_id, window_start=body.window_start
-    )
+    try:
+        limits.hit("hold_account", request.auth.pk, ("hold_ip", client_ip(request)))
+        hold = services.hold_slot(
+            account=request.auth, slot_id=body.slot_id, session_id=body.session_id, window_start=body.window_start
+        )
+    except GuahaoError as exc:
+        metrics.count_hold(exc.code)
+        raise
+    metrics.count_hold("granted")
     return Status(201, _hold_out(hold))
 
 

@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from guahao import metrics
 from guahao.his import wire
 from guahao.his.base import (
     CardRequest,
@@ -232,7 +233,10 @@ class HttpHis:
         started = time.monotonic()
         context = {"his_operation": operation, "hold_id": hold_id, "his_hospital": self.hospital_code}
         try:
-            response = self._client.send(request)
+            with metrics.outside_call("his") as call:
+                response = self._client.send(request)
+                if response.status_code >= 500 or response.status_code == 401:
+                    call.failed()
         except httpx.TimeoutException as exc:
             log.warning("his call timed out", extra={**context, "elapsed_ms": _ms(started)})
             raise HisTimeout("timeout") from exc

@@ -34,12 +34,14 @@ class Command(BaseCommand):
         if his_simulator:
             children.append(self._start_his_demo(python, his_simulator, bind))
         # No gunicorn access log: query strings may carry search terms; RequestIdMiddleware logs
-        # each request as JSON with its path only.
+        # each request as JSON with its path only. The config module only adds the metrics hook.
+        env = self._metrics_env()
         web = subprocess.Popen(
-            [python, "-m", "gunicorn", "guahao.wsgi:application", "--bind", bind,
-             "--workers", str(workers), "--threads", "4"],
+            [python, "-m", "gunicorn", "guahao.wsgi:application", "-c", "python:guahao.gunicorn_conf",
+             "--bind", bind, "--workers", str(workers), "--threads", "4"],
+            env=env,
         )
-        worker = subprocess.Popen([python, "-m", "guahao.cli", "worker"])
+        worker = subprocess.Popen([python, "-m", "guahao.cli", "worker"], env=env)
         children += [web, worker]
         self.stdout.write(f"guahao: http://{bind}/  (API docs: http://{bind}/api/v1/docs)  Ctrl-C to stop")
 
@@ -64,6 +66,18 @@ class Command(BaseCommand):
         failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
         if failed:
             sys.exit(1)
+
+    def _metrics_env(self) -> dict[str, str]:
+        """The web workers and the worker write their metrics into one directory, emptied now: a
+        previous run's counts would be added to this one's (prometheus_client multiprocess mode)."""
+        import shutil
+
+        from django.conf import settings
+
+        directory = settings.VAR_DIR / "prometheus"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
     def _start_payment_sandbox(self, python: str) -> subprocess.Popen | None:
         """In development, the payment providers' sandbox gateway (WeChat Pay v3 and Alipay on the

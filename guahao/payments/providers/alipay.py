@@ -22,7 +22,7 @@ from alipay import AliPay
 from alipay.exceptions import AliPayException, AliPayValidationError
 from alipay.utils import AliPayConfig
 
-from guahao import clock
+from guahao import clock, metrics
 from guahao.payments.providers import Merchant
 from guahao.payments.providers.base import (
     BadNotification,
@@ -239,7 +239,10 @@ class AlipayProvider:
         Alipay's sub_code; no answer, a system error (20000) or an answer whose signature does not
         verify raises ProviderTimeout (the request may have taken effect)."""
         try:
-            answer = method(**kwargs)
+            with metrics.outside_call("alipay") as call:
+                answer = method(**kwargs)
+                if str(answer.get("code", "")) in ("20000", "20001"):  # Alipay's own system errors
+                    call.failed()
         except _NETWORK_ERRORS as exc:
             raise ProviderTimeout(f"Alipay did not answer: {type(exc).__name__}") from exc
         except AliPayValidationError as exc:

@@ -21,6 +21,7 @@ import requests
 from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3.utils import build_authorization
 
+from guahao import metrics
 from guahao.payments.providers import Merchant
 from guahao.payments.providers.base import (
     BadNotification,
@@ -293,7 +294,10 @@ class WechatPayProvider:
         WeChat's error code first; no answer, a 5xx, or an answer whose signature does not verify
         raises ProviderTimeout (the request may have taken effect)."""
         try:
-            code, message = method(**kwargs)
+            with metrics.outside_call("wechatpay") as call:
+                code, message = method(**kwargs)
+                if code >= 500:
+                    call.failed()
         except requests.RequestException as exc:
             raise ProviderTimeout(f"WeChat Pay did not answer: {type(exc).__name__}") from exc
         except Exception as exc:  # "failed to verify the signature": an answer we cannot trust
