@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from guahao import metrics
+
 # The access_token is wrong, expired or not the latest: fetch a new one and try once more.
 TOKEN_ERRORS = frozenset({40001, 42001, 40014})
 # This message to this user can never go.
@@ -70,15 +72,18 @@ class WechatClient:
     def _call(self, method: str, path: str, *, params: dict[str, str], document: dict[str, Any] | None = None) -> dict[str, Any]:
         url = self.api_base.rstrip("/") + path
         try:
-            if document is None:
-                response = httpx.request(method, url, params=params, timeout=self.timeout)
-            else:
-                # UTF-8 JSON with the Chinese as it is: WeChat counts characters, not escapes.
-                content = json.dumps(document, ensure_ascii=False).encode()
-                response = httpx.request(
-                    method, url, params=params, content=content, timeout=self.timeout,
-                    headers={"Content-Type": "application/json; charset=utf-8"},
-                )
+            with metrics.outside_call("wechat") as call:
+                if document is None:
+                    response = httpx.request(method, url, params=params, timeout=self.timeout)
+                else:
+                    # UTF-8 JSON with the Chinese as it is: WeChat counts characters, not escapes.
+                    content = json.dumps(document, ensure_ascii=False).encode()
+                    response = httpx.request(
+                        method, url, params=params, content=content, timeout=self.timeout,
+                        headers={"Content-Type": "application/json; charset=utf-8"},
+                    )
+                if response.status_code != 200:
+                    call.failed()
         except httpx.HTTPError as exc:
             raise WechatUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:

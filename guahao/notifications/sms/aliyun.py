@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
+from guahao import metrics
 from guahao.notifications.sms.signing import (
     ACTION,
     API_VERSION,
@@ -160,12 +161,15 @@ class AliyunSmsClient:
         form = self.signed_params(phone=phone, sign_name=sign_name, template_code=template_code, template_param=template_param, out_id=out_id)
         body = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in form.items())
         try:
-            response = httpx.post(
-                self.endpoint.rstrip("/") + "/",
-                content=body.encode(),
-                headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "Accept": "application/json"},
-                timeout=self.timeout,
-            )
+            with metrics.outside_call("sms") as call:
+                response = httpx.post(
+                    self.endpoint.rstrip("/") + "/",
+                    content=body.encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "Accept": "application/json"},
+                    timeout=self.timeout,
+                )
+                if response.status_code >= 500:
+                    call.failed()
         except httpx.HTTPError as exc:
             raise SmsUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from exc
         try:
