@@ -98,3 +98,18 @@ def test_multiprocess_mode_adds_up_every_worker(tmp_path, monkeypatch):
     assert value(samples, "guahao_http_request_seconds_count", route="/api/v1/holds", method="POST", status="2xx") == 2
     assert value(samples, "guahao_outside_call_seconds_count", system="his", outcome="ok") == 2
     assert ("guahao_outbox_backlog", ()) in samples  # the scrape-time gauges there too
+
+
+def test_requests_refused_with_429_are_counted_per_route(world: World, settings):  # noqa: F811
+    settings.LIMITS = {**settings.LIMITS, "browse_ip": "2/m"}
+    settings.REDIS_URL = ""
+    path = f"/api/v1/sessions/{world.session.id}/slots"
+    before = scrape()
+    answers = [Client(REMOTE_ADDR="192.0.2.44").get(path).status_code for _ in range(3)]
+    assert answers == [200, 200, 429]
+    after = scrape()
+    counted = [dict(labels)["route"] for (name, labels) in after if name == "guahao_http_429_total"]
+    assert any(r.endswith("/slots") for r in counted), counted
+    key = next(r for r in counted if r.endswith("/slots"))
+    assert value(after, "guahao_http_429_total", route=key) == value(before, "guahao_http_429_total", route=key) + 1
+    assert str(world.session.id) not in key.split("/")  # the pattern, not the session's id
