@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run run-his prepare test lint install clean browser-deps
+.PHONY: run run-his prepare test lint install clean browser-deps bench-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ browser-deps:
 		(apt-get update && apt-get install -y chromium)
 	fc-list | grep -qi 'noto sans cjk' || apt-get install -y fonts-noto-cjk || \
 		(apt-get update && apt-get install -y fonts-noto-cjk)
+
+# bench/browse.py drives the server with wrk, which does not compete for the CPU as a Python client would.
+bench-deps:
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 
 install: $(STAMP) $(NODE_STAMP)
 

@@ -262,6 +262,8 @@ REDIS_PREFIX = os.environ.get("GUAHAO_REDIS_PREFIX", "guahao:") + "rl:"
 TRUSTED_PROXIES = [p for p in os.environ.get("GUAHAO_TRUSTED_PROXIES", "").split(",") if p.strip()]
 # Who may read /metrics (addresses or networks, comma-separated); anyone else gets 404.
 METRICS_ALLOW = [a for a in os.environ.get("GUAHAO_METRICS_ALLOW", "127.0.0.1,::1").split(",") if a.strip()]
+# /bench/json, the trivial JSON view bench/browse.py measures as its baseline: off except in benchmarks.
+BENCH_BASELINE = _env_bool("GUAHAO_BENCH_BASELINE", False)
 
 # Each rule: comma-separated windows "count/period" (s, m, h, d; "30/10m"), or "off".
 # Override one with GUAHAO_LIMIT_<RULE>, e.g. GUAHAO_LIMIT_SMS_CODE_IP="20/h,60/d".
