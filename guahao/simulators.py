@@ -7,15 +7,18 @@ did. Standard library only: the simulators run without Django."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +35,8 @@ class ControlError(Exception):
 
 
 class SimulatorHandler(BaseHTTPRequestHandler):
-    """HTTP/1.1 keep-alive, quiet unless the server is `verbose`, and every method to `_dispatch`."""
+    """HTTP/1.1 keep-alive, quiet unless the server is `verbose`, and every method to the
+    subclass's `_dispatch(method)`."""
 
     protocol_version = "HTTP/1.1"
 
@@ -49,8 +53,51 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def _dispatch(self, method: str) -> None:
-        raise NotImplementedError
+
+class SimulatorServer(ThreadingHTTPServer):
+    """One thread per connection, IPv4 or IPv6 by the address; `stopping` wakes the connections a
+    "timeout" fault holds when the process stops."""
+
+    daemon_threads = True  # a connection held by a "timeout" fault never keeps the process alive
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[SimulatorHandler], *, verbose: bool = False) -> None:
+        self.verbose = verbose
+        self.stopping = threading.Event()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+
+def loopback(host: str) -> str:
+    """The control API is unsigned: a simulator listens on loopback only."""
+    host = "127.0.0.1" if host in ("", "localhost") else host.strip("[]")
+    try:
+        ok = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"--host must be a loopback address (127.0.0.1 or ::1), not {host!r}: the control API is unsigned")
+    return host
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(server: SimulatorServer, *, name: str, note: str = "") -> None:
+    """Print the line `running()` waits for, then serve until Ctrl-C or SIGTERM (the test helper, a
+    supervisor), which stop as cleanly as each other."""
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"{name}: listening on http://{shown}:{port}{note}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stopping.set()
+        server.server_close()
 
 
 class SimulatorProcess:

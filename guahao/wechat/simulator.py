@@ -26,23 +26,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import html
-import ipaddress
 import json
 import os
 import re
 import secrets
-import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from guahao.simulators import SimulatorHandler
+from guahao.simulators import SimulatorHandler, loopback, serve
+from guahao.simulators import SimulatorServer as BaseSimulatorServer
 
 TOKEN_SECONDS = 7200
 OLD_TOKEN_GRACE = 300  # an app's previous token keeps working this long after a refresh
@@ -236,17 +234,23 @@ class WechatPlatform:
 
     # --- WeChat's API -----------------------------------------------------------------------
 
+    def _credential_error(self, params: dict[str, str]) -> dict[str, Any] | None:
+        """WeChat's answer to a wrong appid or secret, else None (call under the mutex)."""
+        app = self.apps.get(params.get("appid", ""))
+        if app is None:
+            return _error(40013, "invalid appid")
+        if params.get("secret") != app["secret"]:
+            return _error(40125, "invalid appsecret")
+        return None
+
     def token(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if (faulted := self._faulted("token")) is not None:
             return faulted
         if params.get("grant_type") != "client_credential":
             return 200, _error(40002, "invalid grant_type")
         with self._mutex:
-            app = self.apps.get(params.get("appid", ""))
-            if app is None:
-                return 200, _error(40013, "invalid appid")
-            if params.get("secret") != app["secret"]:
-                return 200, _error(40125, "invalid appsecret")
+            if (refused := self._credential_error(params)) is not None:
+                return 200, refused
             now = time.time()
             for old in self.tokens.values():
                 if old["appid"] == params["appid"]:
@@ -327,11 +331,8 @@ class WechatPlatform:
         if params.get("grant_type") != "authorization_code":
             return 200, _error(40002, "invalid grant_type")
         with self._mutex:
-            app = self.apps.get(params.get("appid", ""))
-            if app is None:
-                return 200, _error(40013, "invalid appid")
-            if params.get("secret") != app["secret"]:
-                return 200, _error(40125, "invalid appsecret")
+            if (refused := self._credential_error(params)) is not None:
+                return 200, refused
             code = self.codes.get(params.get("code", ""))
             if code is None or code["appid"] != params["appid"] or code["expires_at"] <= time.time():
                 return 200, _error(40029, "invalid code")
@@ -485,31 +486,10 @@ class Handler(SimulatorHandler):
         self.wfile.write(payload)
 
 
-class SimulatorServer(ThreadingHTTPServer):
-    daemon_threads = True  # a connection held by a "timeout" fault never keeps the process alive
-    allow_reuse_address = True
-
+class SimulatorServer(BaseSimulatorServer):
     def __init__(self, address: tuple[str, int], platform: WechatPlatform, *, verbose: bool = False) -> None:
-        self.platform, self.verbose = platform, verbose
-        self.stopping = threading.Event()
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, Handler)
-
-
-def loopback(host: str) -> str:
-    """The control API is unsigned: listen on loopback only."""
-    host = "127.0.0.1" if host in ("", "localhost") else host.strip("[]")
-    try:
-        ok = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"--host must be a loopback address, not {host!r}: the control API is unsigned")
-    return host
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        self.platform = platform
+        super().__init__(address, Handler, verbose=verbose)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -524,19 +504,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         platform = WechatPlatform(state_path=options.state)
     except (ValueError, OSError) as error:
         parser.exit(2, f"wechat-simulator: {error}\n")
-    server = SimulatorServer((host, options.port), platform, verbose=options.verbose)
-    bound_host, port = server.server_address[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    print(f"wechat-simulator: listening on http://{shown}:{port}", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stopping.set()
-        server.server_close()
-
+    serve(SimulatorServer((host, options.port), platform, verbose=options.verbose), name="wechat-simulator")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

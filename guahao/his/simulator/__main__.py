@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
 from guahao.his.simulator.inventory import BREAKS
 from guahao.his.simulator.server import Simulator, SimulatorServer, parse_bind
+from guahao.simulators import serve as run_server
 
 DEFAULT_SECRET = "his-simulator-secret"  # development only: the simulator is never a real HIS
 
@@ -27,27 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def serve(*, bind: str, hospital: str, secret: str, seed: str, days: int, attendance: float = 0.0, breaks: Sequence[str] = (), verbose: bool = False) -> None:
     address = parse_bind(bind)
     sim = Simulator(hospital=hospital, secret=secret, seed=seed, days=days, breaks=tuple(breaks), attendance_rate=attendance)
     server = SimulatorServer(address, sim, verbose=verbose)
-    host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"his-simulator: listening on http://{shown}:{port} (hospital {hospital})", flush=True)
-    # SIGTERM (the test helper, a supervisor) stops as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stopping.set()
-        server.server_close()
-
+    server.stopping = sim.stopping  # held connections wait on the simulator's own event
+    run_server(server, name="his-simulator", note=f" (hospital {hospital})")
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="his-simulator", description=__doc__)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from guahao.notifications.sms.simulator.provider import SmsProvider
-from guahao.notifications.sms.simulator.server import SimulatorServer, loopback
+from guahao.notifications.sms.simulator.server import SimulatorServer
+from guahao.simulators import loopback, serve
 
 # Development only: the simulator is never the real provider.
 DEFAULT_KEYS = {"sms-simulator-key": "sms-simulator-secret"}
@@ -25,10 +25,6 @@ def parse_keys(value: str) -> dict[str, str]:
     if not isinstance(keys, dict) or not keys or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in keys.items()):
         raise ValueError("--keys is a JSON object of AccessKeyId → AccessKeySecret")
     return keys
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -44,19 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         provider = SmsProvider(keys=parse_keys(options.keys), state_path=options.state)
     except (ValueError, OSError) as error:
         parser.exit(2, f"sms-simulator: {error}\n")
-    server = SimulatorServer((host, options.port), provider, verbose=options.verbose)
-    bound_host, port = server.server_address[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    print(f"sms-simulator: listening on http://{shown}:{port}", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stopping.set()
-        server.server_close()
-
+    serve(SimulatorServer((host, options.port), provider, verbose=options.verbose), name="sms-simulator")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

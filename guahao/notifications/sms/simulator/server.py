@@ -4,16 +4,16 @@ and the unsigned control endpoint under /_control/ (loopback only)."""
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import socket
-import threading
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
 from guahao.notifications.sms.simulator.provider import Hang, SmsProvider
-from guahao.simulators import SimulatorHandler
+from guahao.simulators import SimulatorHandler, loopback
+from guahao.simulators import SimulatorServer as BaseSimulatorServer
+
+__all__ = ["Handler", "SimulatorServer", "loopback"]
 
 MAX_BODY = 1 << 16
 
@@ -94,24 +94,7 @@ class Handler(SimulatorHandler):
         self._answer(200, answer)
 
 
-class SimulatorServer(ThreadingHTTPServer):
-    daemon_threads = True  # a connection held by a "timeout" fault never keeps the process alive
-    allow_reuse_address = True
-
+class SimulatorServer(BaseSimulatorServer):
     def __init__(self, address: tuple[str, int], provider: SmsProvider, *, verbose: bool = False) -> None:
-        self.provider, self.verbose = provider, verbose
-        self.stopping = threading.Event()  # wakes held connections when the process stops
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, Handler)
-
-
-def loopback(host: str) -> str:
-    """The control endpoint is unsigned: listen on loopback only."""
-    host = "127.0.0.1" if host in ("", "localhost") else host.strip("[]")
-    try:
-        ok = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"--host must be a loopback address (127.0.0.1 or ::1), not {host!r}: the control endpoint is unsigned")
-    return host
+        self.provider = provider
+        super().__init__(address, Handler, verbose=verbose)
