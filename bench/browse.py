@@ -22,22 +22,15 @@ The last line printed is one JSON object with the figures. Needs wrk (`make benc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
-import resource
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import release_burst as rb  # noqa: E402  (the bench database, environment and server)
+import harness as h  # noqa: E402  (the bench database, environment, server, CPU sampling and wrk)
 
 BROWSE_WORLD = Path(__file__).resolve().parent / "browse_world.py"
 SMALL_SLOTS = 10_000
@@ -46,95 +39,30 @@ QUICK_SQLITE_BIG_SLOTS = 200_000
 TARGETS = ("b_json", "availability", "slots", "search", "h5_schedule")
 
 
-def world(env: dict[str, str], deadline: rb.Deadline, workdir: Path, *argv: str, log: Path) -> dict:
-    out = workdir / f"browse-{time.monotonic_ns()}.json"
-    with log.open("a") as sink:
-        done = subprocess.run(
-            [sys.executable, str(BROWSE_WORLD), *argv, "--out", str(out)], cwd=rb.ROOT, env=env, stdout=sink,
-            stderr=subprocess.STDOUT, timeout=deadline.left(), check=False,
-        )
-    if done.returncode != 0:
-        raise rb.Aborted(f"bench/browse_world.py {argv[0]} failed (exit {done.returncode})\n{rb.tail(log)}")
-    return json.loads(out.read_text())
+def world(env: dict[str, str], deadline: h.Deadline, workdir: Path, *argv: str, log: Path) -> dict:
+    return h.json_tool(BROWSE_WORLD, env, deadline, workdir, *argv, log=log)
 
 
-# --- wrk ------------------------------------------------------------------------------------------
-
-UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
-
-
-def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
-    return float(number) * UNITS[unit]
-
-
-def parse_wrk(output: str) -> dict:
-    """Figures from wrk --latency's report."""
-    requests = re.search(r"(\d+) requests in ([\d.]+\w+)", output)
-    if requests is None:
-        raise rb.Aborted(f"could not read wrk's report:\n{output}")
-    percentiles = {p: _ms(v) for p, v in re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", output, re.M)}
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return {
-        "requests": int(requests.group(1)),
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "p50_ms": percentiles.get("50"),
-        "p99_ms": percentiles.get("99"),
-        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-        "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
-    }
-
-
-def run_wrk(url: str, *, seconds: int, connections: int, threads: int, sampler: rb.CpuSampler) -> dict:
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url]
-    before, children_before = sampler(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    after, children_after = sampler(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise rb.Aborted(f"wrk failed (exit {done.returncode}): {done.stderr or done.stdout}")
-    figures = parse_wrk(done.stdout)
-    if figures["p99_ms"] is None:
-        raise rb.Aborted(f"no latency distribution in wrk's report (no answer at all?):\n{done.stdout}")
-    # A process that started during the run spent all its CPU in it (baseline 0).
-    cpu = {
-        name: sum(t - before.get(name, {}).get(pid, 0.0) for pid, t in per_pid.items())
-        for name, per_pid in after.items() if name != "load generator"
-    }
-    server_seconds = sum(cpu.values())
-    figures["cpu_ms_per_req"] = server_seconds * 1000 / max(1, figures["requests"])
-    figures["cpu_server_s"] = cpu.get("server", 0.0)
-    figures["cpu_db_s"] = cpu.get("postgres", 0.0)
-    figures["cpu_wrk_s"] = (children_after.ru_utime + children_after.ru_stime) - (
-        children_before.ru_utime + children_before.ru_stime
-    )
-    return figures
+def run_wrk(url: str, *, seconds: int, connections: int, threads: int, sampler: h.CpuSampler) -> dict:
+    # wrk's own report, without a Lua script: no per-response callback costs the load generator CPU.
+    return h.run_wrk(url, seconds=seconds, connections=connections, threads=threads, sampler=sampler)
 
 
 # --- the run --------------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, deadline: rb.Deadline, workdir: Path) -> dict:
+def run(args: argparse.Namespace, deadline: h.Deadline, workdir: Path) -> dict:
     log = workdir / "bench.log"
-    port = rb.free_port()
-    if args.database_url:
-        database_url = args.database_url
-        print(f"database: PostgreSQL {urlsplit(database_url).path.lstrip('/')} ({rb.fresh_postgres(database_url, deadline)})")
-    else:
-        database_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
-        print("database: SQLite file in a temporary directory")
-    server_args = argparse.Namespace(
-        workers=args.workers, threads=args.threads, clients=args.connections, timeout=30,
-        redis_url=None, server_log_level=args.server_log_level,
-    )
-    env = rb.bench_env(server_args, workdir, database_url, port)
+    port = h.free_port()
+    database_url = h.bench_database(args.database_url, workdir, deadline)
+    env = h.bench_env(workdir=workdir, database_url=database_url, port=port, log_level=args.server_log_level)
     env["GUAHAO_BENCH_BASELINE"] = "1"
     # wrk is one address; behind nginx each patient has their own, which never meets browse_ip.
     env["GUAHAO_LIMIT_BROWSE_IP"] = "off"
 
     started = time.monotonic()
-    rb.manage(env, deadline, "migrate", "--noinput", "-v", "0", log=log)
-    rb.manage(env, deadline, "collectstatic", "--noinput", "-v", "0", log=log)  # the H5 pages need the manifest
+    h.manage(env, deadline, "migrate", "--noinput", "-v", "0", log=log)
+    h.manage(env, deadline, "collectstatic", "--noinput", "-v", "0", log=log)  # the H5 pages need the manifest
     spec = world(env, deadline, workdir, "setup", log=log)
     small = world(env, deadline, workdir, "grow", "--total", str(SMALL_SLOTS), log=log)
     print(
@@ -142,7 +70,7 @@ def run(args: argparse.Namespace, deadline: rb.Deadline, workdir: Path) -> dict:
         f"{small['slots']} slots in all, in {time.monotonic() - started:.1f} s"
     )
 
-    base = f"http://{rb.HOST}:{port}"
+    base = f"http://{h.HOST}:{port}"
     urls = {
         "b_json": f"{base}/bench/json",
         "availability": f"{base}/api/v1/departments/{spec['department_id']}/availability?days=7",
@@ -150,7 +78,10 @@ def run(args: argparse.Namespace, deadline: rb.Deadline, workdir: Path) -> dict:
         "search": f"{base}/api/v1/hospitals/{spec['hospital_id']}/search?q={quote('内科')}",
         "h5_schedule": f"{base}/departments/{spec['department_id']}",
     }
-    server = rb.Server(server_args, env, port, workdir / "server.log")
+    server = h.Server(
+        env, port, workdir / "server.log", workers=args.workers, threads=args.threads, connections=args.connections,
+        keep_alive=90,
+    )
     sampler = None
     load: dict[str, dict] = {}
     try:
@@ -159,7 +90,7 @@ def run(args: argparse.Namespace, deadline: rb.Deadline, workdir: Path) -> dict:
             f"server: gunicorn --workers {args.workers} --threads {args.threads} (database {health.get('database')}); "
             f"load: wrk -t{args.wrk_threads} -c{args.connections} -d{args.seconds}s per target"
         )
-        sampler = rb.CpuSampler(server, args.database_url)
+        sampler = h.CpuSampler(server, args.database_url)
         for name in TARGETS:
             # A short warm-up: every worker thread has its connection and imports before measuring.
             run_wrk(urls[name], seconds=2, connections=args.connections, threads=args.wrk_threads, sampler=sampler)
@@ -173,7 +104,7 @@ def run(args: argparse.Namespace, deadline: rb.Deadline, workdir: Path) -> dict:
             )
             deadline.left()
             if server.proc.poll() is not None:
-                raise rb.Aborted(f"gunicorn exited during the run\n{rb.tail(server.log)}")
+                raise h.Aborted(f"gunicorn exited during the run\n{h.tail(server.log)}")
     finally:
         if sampler is not None:
             sampler.close()
@@ -257,21 +188,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("bench/browse.py needs wrk, the HTTP load generator: apt-get install -y wrk (or make bench-deps)", file=sys.stderr)
+    if not h.need_wrk("bench/browse.py"):
         return 2
-    deadline = rb.Deadline(args.duration)
 
-    def on_term(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    workdir = Path(tempfile.mkdtemp(prefix="guahao-browse-"))
-    failed = True
-    try:
+    def body(deadline: h.Deadline, workdir: Path) -> int:
         print(f"browse: {os.cpu_count()} CPUs shared by server, database and load generator (wrk)")
-        with contextlib.suppress(OSError):
-            print("load average before the run: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         result = run(args, deadline, workdir)
         print("\n" + table(result["load"]))
         figures = summary(result, args)
@@ -280,20 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\nsome requests failed (non-2xx or socket errors): see the table", file=sys.stderr)
         print(json.dumps(figures, ensure_ascii=False))
         return 1 if failed else 0
-    except rb.Aborted as exc:
-        print(f"\naborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 2
-    except subprocess.TimeoutExpired:
-        print("\naborted: the --duration cap was reached", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep or failed:
-            print(f"logs and database kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+    return h.guarded(body, duration=args.duration, prefix="guahao-browse-", keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -1,722 +1,576 @@
-"""Release-burst benchmark (放号瞬间): N signed-in clients POST /api/v1/holds at the same moment
-against the real server (gunicorn, loopback only), then the database is checked for oversell.
+"""Release-burst benchmark (放号瞬间): POST /api/v1/holds under wrk against the real server
+(gunicorn, loopback only), each figure beside its baselines from the same run, and the database
+checked for oversell and undersell after every load.
 
-Scenarios (DESIGN.md §4: one conditional UPDATE plus one INSERT per successful hold, losers
-answered without a write):
+Loads (wrk with bench/lua/holds.lua: each patient its own bearer token, its own X-Forwarded-For):
 
-  one-slot   every client asks for the same slot                 → 1 win, N-1 × 409
-  window     every client asks for "the next free number" in one
-             time window of 100 slots (a session of 200)         → 100 wins
-  distinct   every client asks for its own random slot of a
-             large session                                       → N wins
+  b_json    GET /bench/json, the trivial JSON view on the same server (B_json)
+  hold      winning holds: every patient walks through its own list of free slots, so every
+            request is a real win (a pool that runs out shows as 409s, counted as bench errors)
+  soldout   losers: every patient asks for the one slot already taken
+  b_sql     pgbench running a win's own statements (the conditional UPDATE of the slot, the hold
+            INSERT, the outbox INSERT) on the same database (PostgreSQL only)
+  sweep     winning holds at several connection counts (--sweep): throughput and the longest wait
+  bursts    --bursts N short bursts of a random scenario (one-slot, window, distinct), patients
+            and seed; after each the database must show no oversell and every slot asked for held,
+            and, once the locks have lapsed, every one of them free and claimable again
 
 It builds its own database (a SQLite file in a temporary directory, or the PostgreSQL database
-named in --database-url, whose name must contain "bench": it is created if missing and its schema
-is dropped and migrated afresh), never the developer's var/guahao.sqlite3.
+named in --database-url, whose name must contain "bench": created if missing, its schema dropped
+and migrated afresh), never the developer's var/guahao.sqlite3. The last line printed is one JSON
+object with the figures. Needs wrk (and pgbench for B_sql): `make bench-deps`.
 
-    .venv/bin/python bench/release_burst.py
+    .venv/bin/python bench/release_burst.py --quick
     .venv/bin/python bench/release_burst.py --database-url postgresql://postgres@127.0.0.1:5432/guahao_bench
 
-Exit status: 0 all invariants held, 1 an invariant was violated (oversell, a 5xx, a transport error,
-an answer the database contradicts), 2 the run could not be completed (setup failed, --duration cap,
-Ctrl-C).
+Exit status: 0 all invariants held, 1 one was violated (oversell, undersell, a 5xx, a transport
+error, a pool that ran out), 2 the run could not be completed (setup failed, --duration cap, Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import http.client
 import json
 import os
-import secrets
+import random
+import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as h  # noqa: E402  (the bench database, environment, server, CPU sampling and wrk)
+
 WORLD = Path(__file__).resolve().parent / "world.py"
-HOST = "127.0.0.1"
 SCENARIOS = ("one-slot", "window", "distinct")
-# The 409 codes a fair loser gets; any other 409 (a cap, not_released …) is the bench's fault.
-LOSER_CODES = {"one-slot": "slot_taken", "window": "window_full", "distinct": "slot_taken"}
-
-
-class Aborted(Exception):
-    """The run cannot go on (setup failed, server died, the --duration cap was reached)."""
-
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
-
-    def left(self, cap: float | None = None) -> float:
-        left = self.at - time.monotonic()
-        if left <= 0:
-            raise Aborted("the --duration cap was reached")
-        return min(left, cap) if cap is not None else left
-
-
-# --- the bench database and the server --------------------------------------------------------------
-
-
-def bench_env(args: argparse.Namespace, workdir: Path, database_url: str, port: int) -> dict[str, str]:
-    """The environment of every subprocess: only the bench's database, keys and directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GUAHAO_") or k.startswith("GUAHAO_DB_POOL_")}
-    env.update(
-        GUAHAO_BENCH="1",
-        GUAHAO_ENV="development",  # the sandbox provider and generated data: never production
-        GUAHAO_DATABASE_URL=database_url,
-        GUAHAO_VAR_DIR=str(workdir / "var"),
-        GUAHAO_DATA_KEY=secrets.token_hex(16),
-        GUAHAO_INDEX_KEY=secrets.token_hex(16),
-        GUAHAO_BIND=f"{HOST}:{port}",
-        GUAHAO_TRUSTED_PROXIES=HOST,  # the bench stands in for nginx: each client its own address
-        GUAHAO_REDIS_URL=args.redis_url or "",
-        GUAHAO_REDIS_PREFIX=f"guahao-bench-{secrets.token_hex(4)}:",
-        GUAHAO_ALLOWED_HOSTS=f"{HOST},testserver",  # testserver: world.py's in-process profile
-        GUAHAO_DEBUG="false",
-        GUAHAO_LOG_LEVEL=args.server_log_level,
-        DJANGO_SETTINGS_MODULE="guahao.settings",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def fresh_postgres(url: str, deadline: Deadline) -> str:
-    """Create the bench database if missing, else drop its schema, so migrate starts from nothing."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if "bench" not in name:
-        raise Aborted(f"refusing to reset database {name!r}: use a dedicated name such as guahao_bench")
-    if parts.hostname not in (None, "", "127.0.0.1", "localhost", "::1"):
-        print(f"note: database server {parts.hostname} is not on this machine", file=sys.stderr)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    timeout = max(1, int(deadline.left(30)))
-    with psycopg.connect(admin, autocommit=True, connect_timeout=timeout) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            return "created"
-    with psycopg.connect(url, autocommit=True, connect_timeout=timeout) as conn:
-        # A server left behind by a killed run may still hold connections: fail, do not hang.
-        conn.execute("SET lock_timeout = '10s'")
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-    return "schema reset"
-
-
-def manage(env: dict[str, str], deadline: Deadline, *argv: str, log: Path) -> None:
-    with log.open("a") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "guahao.cli", *argv], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            timeout=deadline.left(), check=False,
-        )
-    if done.returncode != 0:
-        raise Aborted(f"guahao {' '.join(argv)} failed (exit {done.returncode}); see the log below\n{tail(log)}")
-
-
-def world(env: dict[str, str], deadline: Deadline, workdir: Path, *argv: str, log: Path) -> dict:
-    out = workdir / f"world-{time.monotonic_ns()}.json"
-    with log.open("a") as sink:
-        done = subprocess.run(
-            [sys.executable, str(WORLD), *argv, "--out", str(out)], cwd=ROOT, env=env, stdout=sink,
-            stderr=subprocess.STDOUT, timeout=deadline.left(), check=False,
-        )
-    if done.returncode != 0:
-        raise Aborted(f"bench/world.py {argv[0]} failed (exit {done.returncode})\n{tail(log)}")
-    return json.loads(out.read_text())
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """gunicorn in a process group of its own: stopped by its id at the end, whatever happens."""
-
-    def __init__(self, args: argparse.Namespace, env: dict[str, str], port: int, log: Path) -> None:
-        self.port = port
-        self.log = log
-        # Every client keeps one connection open (as nginx would towards its upstream), so each
-        # worker must be allowed to keep them all alive for the length of a scenario.
-        self.argv = [
-            sys.executable, "-m", "gunicorn", "guahao.wsgi:application",
-            "--bind", f"{HOST}:{port}", "--workers", str(args.workers), "--threads", str(args.threads),
-            "--worker-connections", str(args.clients + args.threads + 100),
-            "--keep-alive", str(int(args.timeout) + 60), "--graceful-timeout", "5",
-            "--no-control-socket",  # gunicorn's default socket lives in the home directory: not ours
-        ]
-        with log.open("a") as out:
-            self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait_healthy(self, deadline: Deadline) -> dict:
-        until = time.monotonic() + deadline.left(60)
-        while time.monotonic() < until:
-            if self.proc.poll() is not None:
-                raise Aborted(f"gunicorn exited with {self.proc.returncode}\n{tail(self.log)}")
-            conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
-            try:
-                conn.request("GET", "/healthz")
-                response = conn.getresponse()
-                body = response.read()
-                if response.status == 200:
-                    return json.loads(body)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            time.sleep(0.2)
-        raise Aborted(f"gunicorn did not answer /healthz in time\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-
-
-# --- the load generator: asyncio, one keep-alive connection per client -------------------------------
-
-
-@dataclass
-class Answer:
-    status: int | str  # an HTTP status, or "timeout" / "error:<kind>"
-    seconds: float
-    code: str = ""
-    hold_id: int | None = None
-    slot_id: int | None = None
-
-
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def exchange(self, raw: bytes) -> tuple[int, bytes, bool]:
-        """Send one request, read one response: (status, body, server keeps the connection)."""
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                key, value = line.split(":", 1)
-                headers[key.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                chunks.append(await self.reader.readexactly(size + 2))
-                if size == 0:
-                    break
-            body = b"".join(c[:-2] for c in chunks)
-        else:
-            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
-        return status, body, headers.get("connection", "").lower() != "close"
-
-    def close(self) -> None:
-        self.writer.close()
+# Each patient may hold as often as the load asks: the per-account and per-address hold limits
+# are still counted on every request (in Redis on PostgreSQL runs), they just never refuse.
+LOOSE_LIMIT = "1000000/10m,1000000/d"
 
 
 def client_address(i: int) -> str:
-    """Client i's own address: each patient is on their own phone, behind the (trusted) proxy."""
+    """Patient i's own address: each patient is on their own phone, behind the (trusted) proxy."""
     return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
 
 
-def request_bytes(
-    method: str, path: str, *, token: str | None = None, body: dict | None = None, client: int | None = None
-) -> bytes:
-    payload = json.dumps(body).encode() if body is not None else b""
-    head = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Connection: keep-alive", "Accept: application/json"]
-    if token:
-        head.append(f"Authorization: Bearer {token}")
-    if client is not None:
-        # As nginx would add it: the server trusts it from 127.0.0.1 only (GUAHAO_TRUSTED_PROXIES).
-        head.append(f"X-Forwarded-For: {client_address(client)}")
-    if body is not None:
-        head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+@dataclass
+class Load:
+    """One wrk run of holds: its figures, what it asked for and what the database said after."""
+
+    name: str
+    figures: dict
+    asked: list[int] = field(default_factory=list)
+    db: dict = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def wins(self) -> int:
+        return self.figures["statuses"].get(201, 0)
 
 
-async def connect_all(port: int, count: int, *, timeout: float, parallel: int) -> list[Connection]:
-    """Open every client's connection and warm it with GET /healthz, so the burst measures the
-    application and not TCP handshakes or gunicorn's accept loop."""
-    gate = asyncio.Semaphore(parallel)
-    warm = request_bytes("GET", "/healthz")
+class Plan:
+    """The per-patient plan files holds.lua reads: "token address body body …" per line."""
 
-    async def one() -> Connection:
-        async with gate, asyncio.timeout(timeout):
-            conn = Connection(*await asyncio.open_connection(HOST, port))
-            status, _, keep = await conn.exchange(warm)
-            if status != 200 or not keep:
-                conn.close()
-                raise Aborted(f"warm-up GET /healthz answered {status} (keep-alive {keep})")
-            return conn
+    def __init__(self, workdir: Path, tokens: list[str]) -> None:
+        self.workdir, self.tokens = workdir, tokens
 
-    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
-    conns = [r for r in results if isinstance(r, Connection)]
-    errors = [r for r in results if not isinstance(r, Connection)]
-    if errors:
-        for conn in conns:
-            conn.close()
-        raise Aborted(f"{len(errors)} of {count} connections failed to open: {errors[0]!r}")
-    return conns
+    def write(self, name: str, bodies: list[list[str]]) -> Path:
+        if len(bodies) > len(self.tokens):
+            raise h.Aborted(f"{name}: {len(bodies)} patients but only {len(self.tokens)} tokens")
+        path = self.workdir / f"plan-{name}.txt"
+        with path.open("w") as out:
+            for i, own in enumerate(bodies):
+                out.write(f"{self.tokens[i]} {client_address(i)} {' '.join(own)}\n")
+        return path
 
 
-async def burst(
-    port: int, requests: list[bytes], *, timeout: float, parallel: int, cap: float,
-    sample: Callable[[], dict[str, dict[int, float]]],
-) -> tuple[list[Answer], float, dict[str, float]]:
-    """All clients send their request at the same moment. Returns the answers, the wall time from
-    the release to the last answer, and the CPU seconds the load generator and the server used."""
-    async with asyncio.timeout(cap):
-        conns = await connect_all(port, len(requests), timeout=timeout, parallel=parallel)
-        go = asyncio.Event()
+def slot_body(slot_id: int) -> str:
+    return json.dumps({"slot_id": slot_id}, separators=(",", ":"))
 
-        async def fire(conn: Connection, raw: bytes) -> Answer:
-            await go.wait()
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout):
-                    status, body, _ = await conn.exchange(raw)
-            except TimeoutError:
-                return Answer("timeout", time.perf_counter() - started)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-                return Answer(f"error:{type(exc).__name__}", time.perf_counter() - started)
-            seconds = time.perf_counter() - started
-            try:
-                data = json.loads(body)
-            except ValueError:
-                data = {}
-            if status == 201:
-                return Answer(status, seconds, hold_id=data.get("id"), slot_id=(data.get("slot") or {}).get("id"))
-            return Answer(status, seconds, code=str(data.get("code", "")) if isinstance(data, dict) else "")
 
+def asked_slots(lists: list[list[int]], sent: list[int], threads: int) -> list[int]:
+    """The slots holds.lua asked for, from how many requests each thread sent: thread k's patients
+    are lines k, k+threads, … and take its requests in turn, each walking through its own list."""
+    asked = []
+    for k, count in enumerate(sent):
+        mine = lists[k::threads]
+        for p, own in enumerate(mine):
+            turns = max(0, -(-(count - p) // len(mine)))
+            asked.extend(own[: min(turns, len(own))])
+    return asked
+
+
+# --- the runs -------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, deadline: h.Deadline, workdir: Path) -> None:
+        self.args, self.deadline, self.workdir = args, deadline, workdir
+        self.log = workdir / "bench.log"
+        self.port = h.free_port()
+        self.base = f"http://{h.HOST}:{self.port}"
+        self.pool_cursor = 0
+
+    def world(self, *argv: str) -> dict:
+        return h.json_tool(WORLD, self.env, self.deadline, self.workdir, *argv, log=self.log)
+
+    def verify(self, spec: dict) -> dict:
+        path = self.workdir / f"verify-{time.monotonic_ns()}.json"
+        path.write_text(json.dumps(spec))
+        return self.world("verify", "--spec", str(path))
+
+    def wrk_holds(self, name: str, plan: Path, *, seconds: float, connections: int) -> dict:
+        self.deadline.left(seconds + 30)
+        # A long timeout: under overload the longest wait is measured, not cut off at wrk's default 2 s.
+        figures = h.run_wrk(
+            self.base + "/api/v1/holds", seconds=seconds, connections=connections, threads=self.args.wrk_threads,
+            sampler=self.sampler, script=h.lua_script(self.workdir, "holds"), script_args=(str(plan),), timeout=30,
+        )
+        # wrk stops with requests in flight; the server still finishes them before the database is read.
+        h.wait_idle(self.sampler, cap=min(30.0, self.deadline.left()))
+        self.server.check_alive()
+        return figures
+
+    def take_pool(self, count: int) -> list[int]:
+        ids = self.pool[self.pool_cursor : self.pool_cursor + count]
+        self.pool_cursor += len(ids)
+        return ids
+
+    def winning_holds(self, name: str, *, seconds: float, connections: int, share: int) -> Load:
+        """Every patient walks through its own slots of the pool: each request a real win."""
+        ids = self.take_pool(share)
+        per = len(ids) // connections
+        if per < 1:
+            raise h.Aborted(f"{name}: the pool has {len(ids)} slots left for {connections} patients: raise --pool")
+        lists = [ids[i * per : (i + 1) * per] for i in range(connections)]
+        plan = self.plan.write(name, [[slot_body(s) for s in own] for own in lists])
+        figures = self.wrk_holds(name, plan, seconds=seconds, connections=connections)
+        threads = min(self.args.wrk_threads, connections)
+        load = Load(name, figures, asked=asked_slots(lists, figures["sent"], threads))
+        if figures["repeats"]:
+            load.failures.append(f"the pool ran out: {figures['repeats']} requests asked for a slot already won (raise --pool)")
+        return load
+
+    def check_statuses(self, load: Load, allowed: set[int]) -> None:
+        f = load.figures
+        fives = sum(n for code, n in f["statuses"].items() if code >= 500)
+        if fives:
+            load.failures.append(f"{fives} answers were 5xx")
+        odd = {code: n for code, n in f["statuses"].items() if code < 500 and code not in allowed and code != 429}
+        if odd:
+            load.failures.append(f"unexpected statuses {odd}")
+        # A timeout is a wait (reported); a broken connection is an answer the patient never got.
+        if f["socket_errors"] - f["timeouts"]:
+            load.failures.append(f"{f['socket_errors'] - f['timeouts']} connections broke (connect, read or write errors)")
+
+    def b_json(self) -> dict:
+        script = h.lua_script(self.workdir, "get")
+        h.run_wrk(self.base + "/bench/json", seconds=1, connections=self.args.connections,
+                  threads=self.args.wrk_threads, sampler=self.sampler, script=script)
+        return h.run_wrk(self.base + "/bench/json", seconds=self.args.seconds, connections=self.args.connections,
+                         threads=self.args.wrk_threads, sampler=self.sampler, script=script)
+
+    def take_soldout_slot(self) -> None:
+        conn = http.client.HTTPConnection(h.HOST, self.port, timeout=30)
         try:
-            tasks = [asyncio.create_task(fire(c, r)) for c, r in zip(conns, requests, strict=True)]
-            await asyncio.sleep(0.2)  # every task is parked on the event
-            before = sample()
-            released = time.perf_counter()
-            go.set()
-            answers = await asyncio.gather(*tasks)
-            wall = time.perf_counter() - released
-            after = sample()
-            # A process that started during the burst spent all its CPU in it (baseline 0).
-            cpu = {
-                name: sum(t - before.get(name, {}).get(pid, 0.0) for pid, t in per_pid.items())
-                for name, per_pid in after.items()
-            }
+            conn.request("POST", "/api/v1/holds", body=slot_body(self.spec["soldout"]["slot_id"]), headers={
+                "Authorization": f"Bearer {self.tokens[0]}", "Content-Type": "application/json",
+                "X-Forwarded-For": client_address(0),
+            })
+            response = conn.getresponse()
+            body = response.read()
         finally:
-            for conn in conns:
-                conn.close()
-    return answers, wall, cpu
+            conn.close()
+        if response.status != 201:
+            raise h.Aborted(f"could not take the slot to sell out: {response.status} {body[:300]!r}")
+
+    def soldout(self) -> Load:
+        self.take_soldout_slot()
+        n = self.args.connections
+        plan = self.plan.write("soldout", [[slot_body(self.spec["soldout"]["slot_id"])]] * n)
+        load = Load("soldout", self.wrk_holds("soldout", plan, seconds=self.args.seconds, connections=n))
+        load.asked = [self.spec["soldout"]["slot_id"]]
+        load.db = self.verify({"session_ids": [self.spec["soldout"]["session_id"]], "asked_slot_ids": load.asked,
+                               "answered_wins": load.wins + 1})
+        self.check_statuses(load, {409})
+        return load
+
+    def burst(self, i: int, burst: dict, hold_rps: float) -> Load:
+        """All patients at once, for long enough that each has been answered at least once at the
+        measured hold rate; patients answered 409 (or 429) ask again, as people do."""
+        c, scenario = burst["connections"], burst["scenario"]
+        targets = burst["slot_ids"]
+        if scenario == "one-slot":
+            lists = [[targets[0]]] * c
+            bodies = [[slot_body(targets[0])]] * c
+        elif scenario == "window":
+            window = json.dumps({"session_id": burst["session_id"], "window_start": burst["window_start"]}, separators=(",", ":"))
+            lists, bodies = [[]] * c, [[window]] * c
+        else:
+            lists = [[s] for s in targets[:c]]
+            bodies = [[slot_body(s)] for s in targets[:c]]
+        seconds = min(15.0, max(2.0, 2 + 1.5 * c / max(hold_rps, 50.0)))
+        name = f"burst{i + 1}-{scenario}-{c}"
+        figures = self.wrk_holds(name, self.plan.write(name, bodies), seconds=seconds, connections=c)
+        load = Load(name, figures)
+        sent = sum(figures["sent"])
+        if scenario == "distinct":
+            load.asked = asked_slots(lists, figures["sent"], min(self.args.wrk_threads, c))
+            expected = len(load.asked)
+        else:
+            load.asked = targets
+            expected = min(len(targets), sent)
+        load.db = self.verify({
+            "session_ids": [burst["session_id"]], "asked_slot_ids": load.asked, "answered_wins": load.wins,
+            "expire": True, "claim_sample": 2,
+        })
+        load.db["expected_wins"] = expected
+        load.db["unsold"] = max(0, expected - load.db["live_hold_slots"]) + load.db["unsold_after_expiry"]
+        self.check_statuses(load, {201, 409})
+        return load
+
+    def pgbench(self) -> dict | None:
+        """B_sql: a win's own statements, nothing else, for as long as each wrk target ran."""
+        if not self.args.database_url:
+            return None
+        if shutil.which("pgbench") is None:
+            raise h.Aborted("pgbench is missing: apt-get install -y postgresql-client (or make bench-deps)")
+        p = self.spec["pgbench"]
+        clients = self.args.pgbench_clients
+        script = self.workdir / "b_sql.sql"
+        # Each client walks its own slots (lo + client_id, then + clients each time): every UPDATE
+        # finds its row free, as a win's does; a pool that runs out ends in a foreign-key error.
+        script.write_text(
+            "\\set n :n + 1\n"
+            f"\\set slot {p['lo']} + (:n - 1) * {clients} + :client_id\n"
+            f"\\set session {p['first_session_id']} + (:slot - {p['lo']}) / {p['session_slots']}\n"
+            "BEGIN;\n"
+            "UPDATE scheduling_slot SET state = 'held', held_until = now() + interval '10 minutes'"
+            " WHERE id = :slot AND (state = 'free' OR (state = 'held' AND held_until <= now()))"
+            " AND window_start > now();\n"
+            "INSERT INTO booking_hold (account_id, slot_id, session_id, state, expires_at, his_lock_id, channel,"
+            " insurance, fee_fen, created_at, updated_at)"
+            f" VALUES ({int(p['account_id'])}, :slot, :session, 'held', now() + interval '10 minutes', '', '', false,"
+            f" {int(p['fee_fen'])}, now(), now()) RETURNING id AS hold_id \\gset\n"
+            "INSERT INTO notifications_outboxevent (topic, payload, created_at, available_at, attempts, claim_token,"
+            " last_error) VALUES ('hold.created', json_build_object('hold_id', :hold_id), now(), now(), 0, '', '');\n"
+            "COMMIT;\n"
+        )
+        url = urlsplit(self.args.database_url)
+        env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+        argv = [
+            "pgbench", "-n", "-f", str(script), "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)),
+            "-T", str(int(self.args.seconds)), "-D", "n=0", "-h", url.hostname or h.HOST, "-p", str(url.port or 5432),
+            "-U", url.username or "postgres", url.path.lstrip("/"),
+        ]
+        if url.password:
+            env["PGPASSWORD"] = url.password
+        # pgbench's backends come and go with it: sample them while it runs, keep each one's last figure.
+        seen: dict[int, float] = {}
+        before = self.sampler().get("postgres", {})
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+            until = time.monotonic() + self.args.seconds + 60
+            while proc.poll() is None:
+                if time.monotonic() > until:
+                    proc.kill()
+                    raise h.Aborted("pgbench did not finish")
+                seen.update(self.sampler().get("postgres", {}))
+                time.sleep(0.25)
+            stdout, stderr = proc.communicate(timeout=10)
+        done = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+        cpu = {"postgres": sum(t - before.get(pid, 0.0) for pid, t in seen.items())}
+        tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
+        processed = re.search(r"number of transactions actually processed: (\d+)", done.stdout)
+        failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
+        if done.returncode != 0 or tps is None or processed is None:
+            raise h.Aborted(f"pgbench failed (exit {done.returncode}): {done.stderr[-2000:] or done.stdout[-2000:]}")
+        count = int(processed.group(1))
+        # pgbench's own backends are new connections: CPU of every backend of the bench database.
+        return {
+            "tps": float(tps.group(1)), "transactions": count, "failed": int(failed.group(1)) if failed else 0,
+            "cpu_db_ms_per_tx": cpu.get("postgres", 0.0) * 1000 / max(1, count),
+        }
+
+    def run(self) -> dict:
+        args = self.args
+        database_url = h.bench_database(args.database_url, self.workdir, self.deadline)
+        redis_url = None if args.no_redis else (args.redis_url or ("redis://127.0.0.1:6379/0" if args.database_url else None))
+        self.env = h.bench_env(
+            workdir=self.workdir, database_url=database_url, port=self.port, redis_url=redis_url,
+            log_level=args.server_log_level,
+        )
+        self.env.update(
+            GUAHAO_BENCH_BASELINE="1", GUAHAO_LIMIT_HOLD_ACCOUNT=LOOSE_LIMIT, GUAHAO_LIMIT_HOLD_IP=LOOSE_LIMIT,
+        )
+        rng = random.Random(args.seed)
+        bursts = [
+            {"scenario": rng.choice(SCENARIOS), "connections": rng.randint(50, args.burst_max_connections),
+             "seed": rng.randrange(1 << 30)}
+            for _ in range(args.bursts)
+        ]
+        accounts = max([args.connections, *args.sweep, *(b["connections"] for b in bursts)])
+        started = time.monotonic()
+        h.manage(self.env, self.deadline, "migrate", "--noinput", "-v", "0", log=self.log)
+        bursts_path = self.workdir / "bursts.json"
+        bursts_path.write_text(json.dumps(bursts))
+        tokens_path = self.workdir / "tokens.txt"
+        self.spec = self.world(
+            "setup", "--accounts", str(accounts), "--pool", str(args.pool),
+            "--pgbench-pool", str(args.pgbench_pool if args.database_url else 0),
+            "--bursts", str(bursts_path), "--tokens", str(tokens_path),
+        )
+        self.tokens = tokens_path.read_text().split()
+        self.pool = self.spec["pool_slot_ids"]
+        self.plan = Plan(self.workdir, self.tokens)
+        print(
+            f"setup: migrate + {accounts} accounts with tokens, a pool of {len(self.pool)} free slots, "
+            f"{len(bursts)} burst sessions, pgbench pool {args.pgbench_pool if args.database_url else 0} "
+            f"in {time.monotonic() - started:.1f} s"
+        )
+        print("SQL statements per POST /api/v1/holds (one request alone, auth to response):")
+        for name, p in self.spec["profile"].items():
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(p["kinds"].items()))
+            print(f"   {name:16} {p['status']}  {p['statements']:2} statements: {kinds}")
+
+        most = max([args.connections, *args.sweep, *(b["connections"] for b in bursts)])
+        self.server = h.Server(
+            self.env, self.port, self.workdir / "server.log", workers=args.workers, threads=args.threads,
+            connections=most, keep_alive=120,
+        )
+        self.sampler = None
+        result: dict = {"bursts": [], "sweep": {}}
+        try:
+            health = self.server.wait_healthy(self.deadline)
+            self.sampler = h.CpuSampler(self.server, args.database_url)
+            print(
+                f"server: gunicorn --workers {args.workers} --threads {args.threads} (database {health.get('database')}, "
+                f"rate limits in {'Redis' if redis_url else 'the database'}); load: wrk -t{args.wrk_threads} "
+                f"-c{args.connections} -d{args.seconds}s per target, HIS: the local pool"
+            )
+            result["b_json"] = self.b_json()
+            show("b_json", result["b_json"])
+            # A short warm-up of the hold path (imports, connections), on slots of its own.
+            self.winning_holds("warm-up", seconds=1, connections=args.connections, share=args.pool // 20)
+            hold = self.winning_holds("hold", seconds=args.seconds, connections=args.connections, share=int(args.pool * 0.4))
+            hold.db = self.verify({
+                "session_ids": self.spec["pool_session_ids"], "answered_wins": hold.wins,
+            })
+            self.check_statuses(hold, {201})
+            show("hold", hold.figures, hold)
+            result["hold"] = hold
+            result["soldout"] = self.soldout()
+            show("soldout", result["soldout"].figures, result["soldout"])
+            result["b_sql"] = self.pgbench()
+            if result["b_sql"]:
+                s = result["b_sql"]
+                print(f"   {'b_sql':13} {s['tps']:8.1f} tx/s   pgbench -c{args.pgbench_clients} -T{int(args.seconds)}, "
+                      f"{s['transactions']} transactions, database CPU {s['cpu_db_ms_per_tx']:.2f} ms/tx")
+            if args.sweep:
+                share = int(args.pool * 0.55) // len(args.sweep)
+                for c in args.sweep:
+                    load = self.winning_holds(f"sweep-{c}", seconds=args.sweep_seconds, connections=c, share=share)
+                    self.check_statuses(load, {201})
+                    show(f"sweep {c}c", load.figures, load)
+                    result["sweep"][c] = load
+            hold_rps = hold.figures["rps"]
+            for i, burst in enumerate(self.spec["bursts"]):
+                load = self.burst(i, burst, hold_rps)
+                show(load.name, load.figures, load)
+                result["bursts"].append(load)
+            # Every pool slot some winning run asked for: held once, then free and claimable once lapsed.
+            runs = [hold, *result["sweep"].values()]
+            pool_db = self.verify({
+                "session_ids": self.spec["pool_session_ids"],
+                "asked_slot_ids": [s for load in runs for s in load.asked],
+                "answered_wins": sum(load.wins for load in runs), "expire": True, "claim_sample": 3,
+            })
+            result["pool_db"] = pool_db
+        finally:
+            if self.sampler is not None:
+                self.sampler.close()
+            self.server.stop()
+        return result
 
 
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """User + system CPU seconds of each process so far (Linux /proc; missing ones are left out)."""
-    seconds = {}
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    return seconds
-
-
-class CpuSampler:
-    """CPU seconds per process of the load generator, the server, and (on this machine) the
-    PostgreSQL backends serving the bench database."""
-
-    def __init__(self, server: Server, database_url: str | None) -> None:
-        self.server_pids = [server.proc.pid, *children_of(server.proc.pid)]
-        self.conn = None
-        if database_url and urlsplit(database_url).hostname in ("127.0.0.1", "localhost", "::1"):
-            import psycopg
-
-            self.conn = psycopg.connect(database_url, autocommit=True, connect_timeout=5)
-
-    def __call__(self) -> dict[str, dict[int, float]]:
-        out = {"load generator": {os.getpid(): time.process_time()}, "server": cpu_seconds(self.server_pids)}
-        if self.conn is not None:
-            rows = self.conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchall()
-            out["postgres"] = cpu_seconds([r[0] for r in rows])
-        return out
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
+def show(name: str, f: dict, load: Load | None = None) -> None:
+    statuses = " ".join(f"{code}:{n}" for code, n in f.get("statuses", {}).items())
+    print(
+        f"   {name:13} {f['rps']:8.1f} req/s  p50 {f['p50_ms']:6.1f}  p99 {f['p99_ms']:7.1f}  p99.9 {f['p999_ms']:7.1f}"
+        f"  max {f['max_ms']:7.1f} ms  server+db CPU {f['cpu_ms_per_req']:6.2f} ms/req  [{statuses}]"
+        f"  socket errors {f['socket_errors']}"
+    )
+    if load is not None:
+        d = load.db
+        if d:
+            print(
+                f"      db: live holds {d['live_holds']} on {d['live_hold_slots']} slots, held slots {d['held_slots']}, "
+                f"oversold {len(d['oversold_slots'])}" + (f", unsold {d['unsold']}" if "unsold" in d else "")
+                + (f", unsold after expiry {d['unsold_after_expiry']}" if "unsold_after_expiry" in d else "")
+            )
+        for failure in load.failures:
+            print(f"      FAILED: {failure}")
 
 
 # --- figures and checks ---------------------------------------------------------------------------
 
 
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * p // 100))  # nearest rank
-    return sorted_values[int(rank) - 1]
+def oversold_of(load: Load) -> int:
+    d = load.db
+    if not d:
+        return 0
+    over = len(d["oversold_slots"]) + d["wins_beyond_db"] + d["held_without_live_hold"] + d["live_hold_on_unheld_slot"]
+    if load.name == "soldout":
+        over += load.wins  # the slot was taken before the run: any 201 sold it twice
+    elif load.asked and d["outside_asked"]:
+        over += d["outside_asked"]  # holds on slots nobody in this run asked for
+    return over
 
 
-@dataclass
-class Outcome:
-    scenario: str
-    requests: int
-    wins: int
-    losses: int
-    other: dict[str, int]
-    loser_codes: dict[str, int]
-    wall: float
-    latencies: list[float]
-    win_latencies: list[float]
-    loss_latencies: list[float]
-    expected_wins: int
-    cpu: dict[str, float] = field(default_factory=dict)
-    db: dict = field(default_factory=dict)
-    pg: dict = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
+def summarise(result: dict, args: argparse.Namespace) -> dict:
+    hold, soldout, b_json, b_sql = result["hold"], result["soldout"], result["b_json"], result["b_sql"]
+    for load in [hold, soldout, *result["sweep"].values(), *result["bursts"]]:
+        n = oversold_of(load)
+        if n:
+            load.failures.append(f"OVERSOLD: {n} (see the db line)")
+        if load.db.get("unsold"):
+            load.failures.append(f"UNSOLD: {load.db['unsold']}")
+    pool = result["pool_db"]
+    pool_unsold = pool["unsold_after_expiry"]
+    # Each pool slot asked for ended held, unless its request was refused or still in flight.
+    runs = [hold, *result["sweep"].values()]
+    unanswered_or_refused = sum(sum(load.figures["sent"]) - load.wins for load in runs)
+    pool_unsold += max(0, pool["asked_unsold"] - unanswered_or_refused)
+    oversold = sum(oversold_of(load) for load in [hold, soldout, *result["sweep"].values(), *result["bursts"]])
+    oversold += len(pool["oversold_slots"]) + pool["wins_beyond_db"]
+    unsold = pool_unsold + sum(load.db.get("unsold", 0) for load in result["bursts"])
+    failures = [f"{load.name}: {x}" for load in [hold, soldout, *result["sweep"].values(), *result["bursts"]] for x in load.failures]
+    if pool_unsold:
+        failures.append(f"pool: {pool_unsold} slots neither held nor claimable after expiry")
+    if b_sql and b_sql["failed"]:
+        failures.append(f"b_sql: {b_sql['failed']} pgbench transactions failed")
 
-    @property
-    def rps(self) -> float:
-        return self.requests / self.wall if self.wall else float("nan")
+    def ratio(a: float, b: float | None) -> float | None:
+        return round(a / b, 4) if b else None
 
-    def ms(self, p: float, values: list[float] | None = None) -> float:
-        return percentile(sorted(self.latencies if values is None else values), p) * 1000
-
-
-def summarise(scenario: str, answers: list[Answer], wall: float, expected_wins: int) -> Outcome:
-    wins = [a for a in answers if a.status == 201]
-    losses = [a for a in answers if a.status == 409]
-    other: dict[str, int] = {}
-    for a in answers:
-        if a.status not in (201, 409):
-            key = str(a.status) + (f" {a.code}" if a.code else "")
-            other[key] = other.get(key, 0) + 1
-    codes: dict[str, int] = {}
-    for a in losses:
-        codes[a.code] = codes.get(a.code, 0) + 1
-    return Outcome(
-        scenario=scenario, requests=len(answers), wins=len(wins), losses=len(losses), other=other,
-        loser_codes=codes, wall=wall, latencies=[a.seconds for a in answers],
-        win_latencies=[a.seconds for a in wins], loss_latencies=[a.seconds for a in losses],
-        expected_wins=expected_wins,
-    )
-
-
-def check(outcome: Outcome, answers: list[Answer], db: dict) -> list[str]:
-    """Every way the answers and the database could disagree with "at most one live hold per slot,
-    and a win for every claimed slot"."""
-    failures = []
-    fives = sum(n for k, n in outcome.other.items() if k[:1] == "5")
-    if fives:
-        failures.append(f"{fives} answers were 5xx")
-    broken = sum(n for k, n in outcome.other.items() if not k[:1].isdigit())
-    if broken:
-        failures.append(f"{broken} requests timed out or lost their connection")
-    if outcome.other and not fives and not broken:
-        failures.append(f"unexpected statuses {outcome.other}")
-    wrong = {c: n for c, n in outcome.loser_codes.items() if c != LOSER_CODES[outcome.scenario]}
-    if wrong:
-        failures.append(f"409s for reasons other than a taken slot: {wrong}")
-    if db["oversold_slots"]:
-        failures.append(f"OVERSOLD: slots with more than one live hold {db['oversold_slots'][:10]}")
-    won_slots = [a.slot_id for a in answers if a.status == 201]
-    if len(set(won_slots)) != len(won_slots):
-        failures.append("OVERSOLD: two winners were answered with the same slot")
-    if not (outcome.wins == db["live_holds"] == db["live_hold_slots"] == db["held_slots"]):
-        failures.append(
-            f"wins {outcome.wins} ≠ live holds {db['live_holds']} / slots with a live hold "
-            f"{db['live_hold_slots']} / held slots {db['held_slots']}"
-        )
-    if db["held_without_live_hold"]:
-        failures.append(f"{db['held_without_live_hold']} slots are held with no live hold")
-    if db["outside_target"]:
-        failures.append(f"{db['outside_target']} holds landed outside the slots asked for")
-    if db["winners_not_in_db"]:
-        failures.append(f"answered wins missing from the database: {db['winners_not_in_db']}")
-    if db["booked_slots"]:
-        failures.append(f"{db['booked_slots']} slots became booked without payment")
-    if outcome.wins < outcome.expected_wins and not fives and not broken:
-        failures.append(f"UNDERSOLD: {outcome.wins} wins, {outcome.expected_wins} were possible")
-    return failures
-
-
-# A backend that flushed its statistics less than a second ago defers the next flush until it has
-# been idle for 10 s (PostgreSQL's PGSTAT_IDLE_INTERVAL): read the counters only after that.
-PG_STATS_DELAY = 11.0
-
-
-def pg_counters(url: str | None) -> dict | None:
-    """Rolled-back transactions and rows written in the bench database so far (PostgreSQL only).
-    Commits are left out: this very query commits, and every autocommit read counts as one."""
-    if url is None:
-        return None
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        row = conn.execute(
-            "SELECT xact_rollback, tup_inserted, tup_updated, tup_deleted"
-            " FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
-    return dict(zip(("rollbacks", "rows inserted", "rows updated", "rows deleted"), row, strict=True))
-
-
-def fmt_ms(value: float) -> str:
-    return f"{value:.0f}"
-
-
-def report(outcome: Outcome, label: str) -> None:
-    o = outcome
-    print(f"\n== {o.scenario}: {label}")
-    print(
-        f"   requests {o.requests}  wins {o.wins}  losses(409) {o.losses}  other {sum(o.other.values())}"
-        + (f" {o.other}" if o.other else "")
-    )
-    print(
-        f"   wall {o.wall:.2f} s  {o.rps:.0f} requests/s  latency p50 {fmt_ms(o.ms(50))} ms  "
-        f"p95 {fmt_ms(o.ms(95))} ms  p99 {fmt_ms(o.ms(99))} ms"
-    )
-    parts = []
-    if o.win_latencies:
-        parts.append(f"wins p50 {fmt_ms(o.ms(50, o.win_latencies))} ms")
-    if o.loss_latencies:
-        parts.append(f"losses p50 {fmt_ms(o.ms(50, o.loss_latencies))} ms")
-    if o.loser_codes:
-        parts.append("409 codes " + ", ".join(f"{c}={n}" for c, n in sorted(o.loser_codes.items())))
-    print("   " + "  ".join(parts))
-    if o.cpu and o.wall:
-        cores = os.cpu_count() or 1
-        used = ", ".join(f"{k} {v:.1f} s ({v / o.wall / cores:.0%})" for k, v in o.cpu.items())
-        rest = 1 - sum(o.cpu.values()) / o.wall / cores
-        print(
-            f"   cpu during the burst, of {cores} cores × {o.wall:.1f} s: {used}; "
-            f"rest {rest:.0%} (other processes, idle)"
-        )
-    d = o.db
-    print(
-        f"   db: live holds {d['live_holds']} on {d['live_hold_slots']} slots, held slots {d['held_slots']}, "
-        f"oversold slots {len(d['oversold_slots'])}, expected wins {o.expected_wins}"
-    )
-    if o.pg:
-        per = max(o.requests, 1)
-        wins = max(o.wins, 1)
-        print(
-            "   pg: " + ", ".join(f"{k} {v}" for k, v in o.pg.items())
-            + f"; per request: rollbacks {o.pg['rollbacks'] / per:.2f}; per win: rows inserted "
-            f"{o.pg['rows inserted'] / wins:.2f}, rows updated {o.pg['rows updated'] / wins:.2f}"
-        )
-    print("   check: " + ("OK" if not o.failures else "FAILED\n     - " + "\n     - ".join(o.failures)))
-
-
-def table(outcomes: list[Outcome]) -> str:
-    rows = [
-        "| scenario | requests | wins | 409 | other | wall s | req/s | p50 ms | p95 ms | p99 ms | check |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for o in outcomes:
-        rows.append(
-            f"| {o.scenario} | {o.requests} | {o.wins} | {o.losses} | {sum(o.other.values())} | {o.wall:.2f} | "
-            f"{o.rps:.0f} | {fmt_ms(o.ms(50))} | {fmt_ms(o.ms(95))} | {fmt_ms(o.ms(99))} | "
-            f"{'ok' if not o.failures else 'FAILED'} |"
-        )
-    return "\n".join(rows)
-
-
-# --- the run --------------------------------------------------------------------------------------
-
-
-def plan(scenario: str, spec: dict, tokens: list[str]) -> tuple[list[bytes], list[int], int, str]:
-    """Each client's request, the slots it may land on, the wins possible, and a label."""
-    s = spec[scenario]
-    n = len(tokens)
-    if scenario == "one-slot":
-        bodies = [{"slot_id": s["slot_id"]}] * n
-        return (
-            [request_bytes("POST", "/api/v1/holds", token=t, body=b, client=c) for c, (t, b) in enumerate(zip(tokens, bodies, strict=True))],
-            [s["slot_id"]], min(n, 1), f"{n} clients, one slot (session of {s['session_slots']})",
-        )
-    if scenario == "window":
-        body = {"session_id": s["session_id"], "window_start": s["window_start"]}
-        return (
-            [request_bytes("POST", "/api/v1/holds", token=t, body=body, client=c) for c, t in enumerate(tokens)],
-            s["window_slot_ids"], min(n, len(s["window_slot_ids"])),
-            f"{n} clients, next free in a window of {len(s['window_slot_ids'])} (session of {s['session_slots']})",
-        )
-    return (
-        [request_bytes("POST", "/api/v1/holds", token=t, body={"slot_id": i}, client=c) for c, (t, i) in enumerate(zip(tokens, s["slot_ids"], strict=True))],
-        s["slot_ids"], n, f"{n} clients, each its own random slot (session of {s['session_slots']})",
-    )
-
-
-def run(args: argparse.Namespace, deadline: Deadline, workdir: Path) -> list[Outcome]:
-    log = workdir / "bench.log"
-    port = free_port()
-    if args.database_url:
-        database_url = args.database_url
-        print(f"database: PostgreSQL {urlsplit(database_url).path.lstrip('/')} ({fresh_postgres(database_url, deadline)})")
-    else:
-        database_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
-        print("database: SQLite file in a temporary directory")
-    env = bench_env(args, workdir, database_url, port)
-
-    started = time.monotonic()
-    manage(env, deadline, "migrate", "--noinput", "-v", "0", log=log)
-    spec = world(
-        env, deadline, workdir, "setup", "--clients", str(args.clients),
-        "--large-slots", str(max(2 * args.clients, 1000)), "--seed", str(args.seed), log=log,
-    )
-    print(f"setup: migrate + 1 hospital, 3 sessions, {args.clients} accounts with tokens in {time.monotonic() - started:.1f} s")
-    print("SQL statements per POST /api/v1/holds (one request alone, auth to response):")
-    for name, p in spec["profile"].items():
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(p["kinds"].items()))
-        print(f"   {name:16} {p['status']}  {p['statements']:2} statements: {kinds}")
-
-    server = Server(args, env, port, workdir / "server.log")
-    outcomes = []
-    sampler = None
-    try:
-        health = server.wait_healthy(deadline)
-        print(
-            f"server: gunicorn --workers {args.workers} --threads {args.threads} on {HOST}:{port} "
-            f"(database {health.get('database')}), load generator: asyncio, one keep-alive connection per client"
-        )
-        tokens = spec["tokens"]
-        sampler = CpuSampler(server, args.database_url)
-        for scenario in args.scenarios:
-            requests, targets, expected, label = plan(scenario, spec, tokens)
-            pg_before = pg_counters(args.database_url)
-            try:
-                answers, wall, cpu = asyncio.run(burst(
-                    port, requests, timeout=args.timeout, parallel=args.connect_parallel, cap=deadline.left(),
-                    sample=sampler,
-                ))
-            except TimeoutError as exc:
-                raise Aborted("the --duration cap was reached during a burst") from exc
-            burst_ended = time.monotonic()
-            outcome = summarise(scenario, answers, wall, expected)
-            outcome.cpu = cpu
-            winners = [[a.hold_id, a.slot_id] for a in answers if a.status == 201]
-            spec_path = workdir / f"verify-{scenario}.json"
-            spec_path.write_text(json.dumps(
-                {"session_id": spec[scenario]["session_id"], "target_slot_ids": targets, "winners": winners}
-            ))
-            outcome.db = world(env, deadline, workdir, "verify", "--spec", str(spec_path), log=log)
-            outcome.failures = check(outcome, answers, outcome.db)
-            if args.database_url:
-                time.sleep(max(0.0, min(burst_ended + PG_STATS_DELAY - time.monotonic(), deadline.left())))
-                pg_after = pg_counters(args.database_url)
-                outcome.pg = {k: pg_after[k] - pg_before[k] for k in pg_before}
-            report(outcome, label)
-            outcomes.append(outcome)
-            if server.proc.poll() is not None:
-                raise Aborted(f"gunicorn exited during the run\n{tail(server.log)}")
-    finally:
-        if sampler is not None:
-            sampler.close()
-        server.stop()
-    return outcomes
+    h_f, s_f = hold.figures, soldout.figures
+    out: dict = {
+        "database": "postgresql" if args.database_url else "sqlite",
+        "seconds_per_target": args.seconds,
+        "connections": args.connections,
+        "oversold": oversold,
+        "unsold": unsold,
+        "hold_rps": round(h_f["rps"], 1),
+        "hold_p50_ms": round(h_f["p50_ms"], 2),
+        "hold_p99_ms": round(h_f["p99_ms"], 2),
+        "hold_p999_ms": round(h_f["p999_ms"], 2),
+        "hold_wins": hold.wins,
+        "timeouts": sum(load.figures["timeouts"] for load in [hold, soldout, *result["sweep"].values(), *result["bursts"]]),
+        "soldout_rps": round(s_f["rps"], 1),
+        "soldout_p99_ms": round(s_f["p99_ms"], 2),
+        "b_json_rps": round(b_json["rps"], 1),
+        "b_sql_tps": round(b_sql["tps"], 1) if b_sql else None,
+        "hold_vs_json": ratio(h_f["rps"], b_json["rps"]),
+        "soldout_vs_json": ratio(s_f["rps"], b_json["rps"]),
+        "hold_vs_sql": ratio(h_f["rps"], b_sql["tps"]) if b_sql else None,
+        "hold_cpu_ms": round(h_f["cpu_ms_per_req"], 3),
+        "soldout_cpu_ms": round(s_f["cpu_ms_per_req"], 3),
+        "b_json_cpu_ms": round(b_json["cpu_ms_per_req"], 3),
+        "b_sql_db_cpu_ms": round(b_sql["cpu_db_ms_per_tx"], 3) if b_sql else None,
+        "statuses": {
+            name: {str(k): v for k, v in load.figures["statuses"].items()} for name, load in (("hold", hold), ("soldout", soldout))
+        },
+        "bursts": [
+            {"name": load.name, "rps": round(load.figures["rps"], 1), "wins": load.wins,
+             "expected_wins": load.db["expected_wins"], "unsold": load.db["unsold"], "oversold": oversold_of(load),
+             "statuses": {str(k): v for k, v in load.figures["statuses"].items()}}
+            for load in result["bursts"]
+        ],
+        "unsold_after_expiry": pool["unsold_after_expiry"] + sum(load.db["unsold_after_expiry"] for load in result["bursts"]),
+    }
+    if result["sweep"]:
+        sweep = result["sweep"]
+        out["sweep"] = {
+            str(c): {"rps": round(load.figures["rps"], 1), "p99_ms": round(load.figures["p99_ms"], 2),
+                     "max_ms": round(load.figures["max_ms"], 2), "timeouts": load.figures["timeouts"],
+                     "statuses": {str(k): v for k, v in load.figures["statuses"].items()}}
+            for c, load in sweep.items()
+        }
+        out["max_latency_ms_by_connections"] = {str(c): round(load.figures["max_ms"], 2) for c, load in sweep.items()}
+        out["hold_p99_ms_200c"] = round(sweep[200].figures["p99_ms"], 2) if 200 in sweep else None
+        lo, hi = min(sweep), max(sweep)
+        out[f"throughput_ratio_{hi}_vs_{lo}"] = ratio(sweep[hi].figures["rps"], sweep[lo].figures["rps"])
+        out["sweep_429"] = sum(load.figures["statuses"].get(429, 0) for load in sweep.values())
+    out["failures"] = failures
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=2000, help="signed-in clients, one request each per scenario (default 2000)")
+    parser.add_argument("--quick", action="store_true", help="5 s per target, 3 bursts, a small sweep: under 3 minutes")
+    parser.add_argument("--seconds", type=float, help="wrk and pgbench duration per target (default 30, 5 with --quick)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections = patients (default 64)")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     parser.add_argument("--database-url", help="postgresql://… of a dedicated bench database (default: SQLite in a temp dir)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, from {', '.join(SCENARIOS)}")
-    parser.add_argument("--duration", type=float, default=600, help="stop the whole run after this many seconds (default 600)")
-    parser.add_argument("--timeout", type=float, default=60, help="per-request timeout in seconds (default 60)")
-    parser.add_argument("--connect-parallel", type=int, default=100, help="connections opened at once before a burst")
+    parser.add_argument("--redis-url", help="rate limits in this Redis (default redis://127.0.0.1:6379/0 on PostgreSQL)")
+    parser.add_argument("--no-redis", action="store_true", help="count rate limits in the database")
+    parser.add_argument("--pool", type=int, help="free slots for winning holds (default 250,000, 60,000 with --quick)")
+    parser.add_argument("--pgbench-pool", type=int, help="free slots for B_sql (default 300,000, 60,000 with --quick)")
+    parser.add_argument("--pgbench-clients", type=int, default=8, help="pgbench connections (default 8)")
+    parser.add_argument("--bursts", type=int, help="randomized bursts (default 20, 3 with --quick)")
+    parser.add_argument("--burst-max-connections", type=int, help="most patients in a burst (default 2000, 400 with --quick)")
+    parser.add_argument("--sweep", help="connection counts for the hold sweep (default 50,200,2000; 50,200,1000 quick; 'none')")
+    parser.add_argument("--sweep-seconds", type=float, help="wrk duration per sweep step (default 15, 4 with --quick)")
+    parser.add_argument("--duration", type=float, help="stop the whole run after this many seconds (default 1800, 300 quick)")
     parser.add_argument("--server-log-level", default="INFO", help="GUAHAO_LOG_LEVEL of the server (default INFO, as deployed)")
-    parser.add_argument("--redis-url", help="redis://127.0.0.1:6379/0 to count rate limits in Redis (default: the database)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, logs)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, logs, plans)")
     args = parser.parse_args(argv)
-    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = [s for s in args.scenarios if s not in SCENARIOS]
-    if unknown or not args.scenarios:
-        parser.error(f"unknown scenario {unknown}; choose from {', '.join(SCENARIOS)}")
-    if args.clients < 1 or args.workers < 1 or args.threads < 1:
-        parser.error("--clients, --workers and --threads must be at least 1")
+    q = args.quick
+    args.seconds = args.seconds or (5 if q else 30)
+    args.pool = args.pool or (60_000 if q else 250_000)
+    args.pgbench_pool = args.pgbench_pool or (60_000 if q else 300_000)
+    args.bursts = args.bursts if args.bursts is not None else (3 if q else 20)
+    args.burst_max_connections = args.burst_max_connections or (400 if q else 2000)
+    sweep = args.sweep or ("50,200,1000" if q else "50,200,2000")
+    args.sweep = [] if sweep == "none" else sorted({int(x) for x in sweep.split(",") if x.strip()})
+    args.sweep_seconds = args.sweep_seconds or (4 if q else 15)
+    args.duration = args.duration or (300 if q else 1800)
+    if args.database_url is None and os.environ.get("GUAHAO_DATABASE_URL", "").startswith(("postgresql://", "postgres://")):
+        args.database_url = os.environ["GUAHAO_DATABASE_URL"]
     if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
         parser.error("--database-url must be postgresql://… (leave it out for SQLite)")
+    if min(args.connections, args.workers, args.threads, args.wrk_threads, args.pgbench_clients) < 1:
+        parser.error("--connections, --workers, --threads, --wrk-threads and --pgbench-clients must be at least 1")
+    if args.burst_max_connections < 50 or any(c < 1 for c in args.sweep):
+        parser.error("--burst-max-connections is at least 50, sweep counts at least 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    deadline = Deadline(args.duration)
+    if not h.need_wrk("bench/release_burst.py"):
+        return 2
 
-    def on_term(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    workdir = Path(tempfile.mkdtemp(prefix="guahao-bench-"))
-    failed = True
-    try:
+    def body(deadline: h.Deadline, workdir: Path) -> int:
         print(
-            f"release burst: {args.clients} clients, gunicorn {args.workers}×{args.threads}, "
-            f"scenarios {', '.join(args.scenarios)}; {os.cpu_count()} CPUs shared by server, database and load generator"
+            f"release burst: {args.connections} patients per target, gunicorn {args.workers}×{args.threads}, "
+            f"{args.bursts} bursts, sweep {args.sweep or 'none'}; {os.cpu_count()} CPUs shared by server, "
+            "database and load generator"
         )
-        with contextlib.suppress(OSError):
-            print("load average before the run: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
-        outcomes = run(args, deadline, workdir)
-        print("\n" + table(outcomes))
-        failed = any(o.failures for o in outcomes)
-        print("\nresult: " + ("INVARIANT VIOLATED" if failed else "all invariants held"))
+        figures = summarise(Bench(args, deadline, workdir).run(), args)
+        failed = bool(figures["failures"] or figures["oversold"] or figures["unsold"])
+        print("\nresult: " + ("INVARIANT VIOLATED: " + "; ".join(figures["failures"]) if failed else "all invariants held"))
+        print(json.dumps(figures, ensure_ascii=False))
         return 1 if failed else 0
-    except Aborted as exc:
-        print(f"\naborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 2
-    except subprocess.TimeoutExpired:
-        print("\naborted: the --duration cap was reached", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep or failed:
-            print(f"logs and database kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+    return h.guarded(body, duration=args.duration, prefix="guahao-bench-", keep=args.keep)
 
 
 if __name__ == "__main__":

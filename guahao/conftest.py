@@ -49,6 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # every other test's data.
     if "GUAHAO_SCHEDULER_JOBS" not in os.environ:
         settings.SCHEDULER_JOBS = []
+    # Tests read right after they write: the one-second schedule answers are switched on only by
+    # the tests of that cache.
+    settings.FRESH_SECONDS = 0
     if not _WORKER:  # the controller (or a plain run): no verdict of an earlier run may count
         for stale in settings.VAR_DIR.glob(f"test-run{_SUFFIX}-gw*.*"):
             stale.unlink()

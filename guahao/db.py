@@ -42,3 +42,13 @@ def atomic_retry(fn: Callable[[], T]) -> T:
             log.warning("transaction aborted by the database; retrying", extra={"attempt": attempt, "error": str(exc)[:200]})
             time.sleep(random.uniform(0.005, 0.05) * attempt)
     raise AssertionError("unreachable")
+
+
+def release_connection() -> None:
+    """Give this thread's database connection back to the pool before a slow outside call (the
+    HIS, a payment provider), so a burst of such calls does not hold every pooled connection
+    idle. Only with PostgreSQL's pool and outside a transaction; the next query takes one again."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return
+    if connection.settings_dict.get("OPTIONS", {}).get("pool") and connection.connection is not None:
+        connection.close()

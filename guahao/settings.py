@@ -62,6 +62,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "guahao.csp.ContentSecurityPolicyMiddleware",  # outermost: every answer, early ones (429) too
     "guahao.metrics.RequestMetricsMiddleware",  # latency per route, the early 429s included
+    "guahao.admission.AdmissionMiddleware",  # release bursts: 429 at once when every permit is taken
     "guahao.logs.RequestIdMiddleware",
     "guahao.limits.middleware.BrowseLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -228,6 +229,10 @@ SCHEDULER_JOBS = (
     if "GUAHAO_SCHEDULER_JOBS" in os.environ
     else None
 )
+# Release bursts (放号): what the hot paths read on every request (schedule answers, a session's
+# booking facts, a hospital's HIS connection, "this slot is taken") is reused within a process for
+# at most this many seconds, so every change shows within it. 0 turns the reuse off.
+FRESH_SECONDS = float(os.environ.get("GUAHAO_FRESH_SECONDS", "1"))
 # Outside channels for patients' messages (the in-app list always gets them); each hospital turns
 # 公众号 and SMS on in the console (消息设置). `log` writes masked messages to the log.
 MESSAGE_CHANNELS = [
@@ -258,6 +263,15 @@ REALNAME_TIMEOUT = float(os.environ.get("GUAHAO_REALNAME_TIMEOUT", "5"))
 # the database. Redis is only a gate here, never the record of anything.
 REDIS_URL = os.environ.get("GUAHAO_REDIS_URL", "")
 REDIS_PREFIX = os.environ.get("GUAHAO_REDIS_PREFIX", "guahao:") + "rl:"
+# Admission control (guahao/admission.py): requests executing at once per process; past that, and
+# after waiting at most ADMISSION_WAIT_MS for a permit, 429 with Retry-After. On 2 cores a process
+# serves about 100 requests/s whatever runs at once (the GIL), so 4 keep the CPU busy while a hold
+# waits on the database; a wait of 50 ms lets the short line clear (4 permits free every ~10 ms)
+# and keeps an admitted hold near 100 ms. `guahao run` starts more threads than permits
+# (GUAHAO_WEB_THREADS) so refusals are not stuck behind gunicorn's queue. 0 turns it off.
+ADMISSION_ACTIVE = int(os.environ.get("GUAHAO_ADMISSION_ACTIVE", "4"))
+ADMISSION_WAIT_MS = int(os.environ.get("GUAHAO_ADMISSION_WAIT_MS", "50"))
+ADMISSION_RETRY_AFTER = int(os.environ.get("GUAHAO_ADMISSION_RETRY_AFTER", "1"))  # seconds
 # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
 TRUSTED_PROXIES = [p for p in os.environ.get("GUAHAO_TRUSTED_PROXIES", "").split(",") if p.strip()]
 # Who may read /metrics (addresses or networks, comma-separated); anyone else gets 404.

@@ -7,7 +7,8 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, IntegerField, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from guahao import clock
 from guahao.booking.models import Hold, Registration
@@ -177,13 +178,29 @@ def _live_q(now: dt.datetime) -> Q:
     return Q(state__in=(HoldState.HELD, HoldState.PAYING), expires_at__gt=now) | Q(state=HoldState.REGISTERING)
 
 
-def hold_counts(*, account: Account, now: dt.datetime) -> tuple[int, int]:
-    """(live holds, holds made today) for the per-account caps, in one query."""
+def hold_counts(*, account: Account, now: dt.datetime, lock: bool = False) -> tuple[int, int]:
+    """(live holds, holds made today) for the per-account caps, in one query. `lock`: inside a
+    transaction, the same statement takes the account's row lock, so one account's parallel
+    requests count one after the other."""
     start = clock.at_local(clock.local(now).date(), dt.time(0, 0))
-    counts = Hold.objects.filter(account=account).aggregate(
-        live=Count("id", filter=_live_q(now)), today=Count("id", filter=Q(created_at__gte=start))
+    if not lock:
+        counts = Hold.objects.filter(account=account).aggregate(
+            live=Count("id", filter=_live_q(now)), today=Count("id", filter=Q(created_at__gte=start))
+        )
+        return counts["live"], counts["today"]
+
+    def counted(condition: Q) -> Subquery:
+        held = Hold.objects.filter(condition, account=OuterRef("pk")).order_by().values("account")
+        return Subquery(held.annotate(n=Count("id")).values("n"), output_field=IntegerField())
+
+    live, today = (
+        Account.objects.select_for_update(of=("self",))
+        .filter(id=account.id)
+        .annotate(live=Coalesce(counted(_live_q(now)), 0), today=Coalesce(counted(Q(created_at__gte=start)), 0))
+        .values_list("live", "today")
+        .get()
     )
-    return counts["live"], counts["today"]
+    return live, today
 
 
 def patient_has_booking_in_session(*, patient_index: str, session_id: int, exclude_hold_id: int) -> bool:

@@ -10,6 +10,7 @@ import threading
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from guahao.freshness import FreshCache
 from guahao.his.base import HisAdapter, HisRefused, HisTimeout
 from guahao.his.models import HisConnection
 
@@ -40,9 +41,10 @@ class UnavailableHis:
 
 
 # (hospital id) → (connection id, updated_at, adapter): rebuilt when the console saves the row,
-# in every process, because the key is read afresh on each call (one indexed read on the hot path).
+# in every process, because the key is read again at most every FRESH_SECONDS (`_keys`).
 _cache: dict[int, tuple[int, dt.datetime, HisAdapter]] = {}
 _cache_lock = threading.Lock()
+_keys: FreshCache[tuple[int, dt.datetime] | None] = FreshCache()
 
 
 def adapter_for(hospital_id: int | None) -> HisAdapter:
@@ -50,7 +52,9 @@ def adapter_for(hospital_id: int | None) -> HisAdapter:
     default adapter when it has none."""
     if hospital_id is None:
         return adapter()
-    key = HisConnection.objects.filter(hospital_id=hospital_id).values_list("id", "updated_at").first()
+    key = _keys.get(
+        hospital_id, lambda now: HisConnection.objects.filter(hospital_id=hospital_id).values_list("id", "updated_at").first()
+    ).value
     if key is None:
         return adapter()  # looked up at call time, so a test's stand-in for the default applies
     cached = _cache.get(hospital_id)

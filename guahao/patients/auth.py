@@ -7,7 +7,7 @@ from ninja.security import HttpBearer
 
 from guahao.patients import services
 from guahao.patients.models import Account
-from guahao.patients.selectors import token_for_key
+from guahao.patients.tokens import known_tokens
 
 # token_urlsafe(32) is 43 characters; anything far longer is not one of ours.
 _MAX_TOKEN_LENGTH = 128
@@ -18,7 +18,7 @@ class BearerAuth(HttpBearer):
         token = token.strip()
         if not token or len(token) > _MAX_TOKEN_LENGTH:
             return None
-        found = token_for_key(token)
+        found = known_tokens.token_for_key(token)  # from memory once verified (tokens.py)
         if found is None:
             return None
         services.touch_token(found)

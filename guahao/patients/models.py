@@ -56,6 +56,22 @@ class AuthToken(models.Model):
         return f"登录令牌 #{self.pk}"
 
 
+class TokenRevocation(models.Model):
+    """A token ended before its time (sign-out, a device ended, an account switched off: then
+    `key_hash` is empty and every token of the account counts). Processes that remember verified
+    tokens read these once a second (patients/tokens.py); kept a day."""
+
+    key_hash = models.CharField(max_length=64, blank=True)
+    account_id = models.BigIntegerField()
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "登录令牌注销记录"
+
+    def __str__(self) -> str:
+        return f"登录令牌注销 #{self.pk}"
+
+
 class Patient(models.Model):
     """A visiting patient (就诊人) as one account entered it: its own record of what that account
     typed (name, phone, relation) plus what the ID itself encodes (sex, birth date). Never shared

@@ -34,7 +34,9 @@ from guahao.patients.models import (
     Patient,
     PatientAddAttempt,
     SmsCode,
+    TokenRevocation,
 )
+from guahao.patients.tokens import known_tokens
 
 log = logging.getLogger("guahao.patients")
 
@@ -206,9 +208,12 @@ def touch_token(token: AuthToken) -> None:
     expires = min(now + TOKEN_IDLE, token.created_at + TOKEN_MAX_AGE)
     with transaction.atomic():
         # Compare-and-set on the row: a token ended meanwhile stays ended.
-        AuthToken.objects.filter(pk=token.pk, expires_at__gt=now).update(
+        touched = AuthToken.objects.filter(pk=token.pk, expires_at__gt=now).update(
             last_used_at=now, expires_at=expires
         )
+    if touched:
+        token.last_used_at, token.expires_at = now, expires
+        known_tokens.touched(token)
 
 
 def logout(*, token: AuthToken) -> None:
@@ -243,6 +248,7 @@ def purge_expired_credentials(*, now: dt.datetime) -> int:
     with transaction.atomic():
         codes, _ = SmsCode.objects.filter(expires_at__lt=now - dt.timedelta(days=1)).delete()
         tokens, _ = AuthToken.objects.filter(expires_at__lt=now).delete()
+        TokenRevocation.objects.filter(created_at__lt=now - dt.timedelta(days=1)).delete()
         attempts, _ = PatientAddAttempt.objects.filter(
             created_at__lt=now - ADD_ATTEMPT_RETENTION
         ).delete()

@@ -29,6 +29,7 @@ from guahao import clock
 from guahao.catalog.models import Department, Doctor
 from guahao.catalog.selectors import DepartmentIndex, department_index
 from guahao.errors import Conflict, InvalidInput, NotFound
+from guahao.freshness import FreshCache
 from guahao.scheduling.models import ReleaseRule, Session, Slot
 
 WEEKDAYS = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
@@ -204,11 +205,28 @@ def get_session(session_id: int) -> Session:
     return session
 
 
-def check_bookable(session: Session, *, now: dt.datetime, status_is_fresh: bool = False) -> ReleaseRule:
+_for_booking: FreshCache[tuple[Session, ReleaseRule]] = FreshCache()
+
+
+def session_for_booking(session_id: int) -> tuple[Session, ReleaseRule]:
+    """`get_session` and its release rule, reused within a process for FRESH_SECONDS: the hold path
+    of a release burst asks for the same few sessions thousands of times a second. Read-only for
+    the caller. A 停诊 newer than that is still seen by the claim (`lock_session_status`)."""
+
+    def build(now: dt.datetime) -> tuple[Session, ReleaseRule]:
+        session = get_session(session_id)
+        return session, release_rule_for(session)
+
+    return _for_booking.get(("booking", session_id), build).value
+
+
+def check_bookable(
+    session: Session, *, now: dt.datetime, status_is_fresh: bool = False, rule: ReleaseRule | None = None
+) -> ReleaseRule:
     """Raise Conflict unless the session can be booked at `now`; return the release rule in force
     (lock minutes, caps, book_before_minutes) for the caller to apply. Codes: session_suspended,
     session_closed (its end is within book_before_minutes: no window can take bookings), not_released
-    (detail release_at).
+    (detail release_at). `rule`: the session's release rule when the caller has it.
     The chosen window is the caller's to check (`check_window_open`), and slot freeness its
     conditional UPDATE's (`bookable_slot_q`). A session whose hospital, department or doctor has been
     switched off is NotFound (session_not_found), as it is to browsing. The status is read afresh,
@@ -221,7 +239,7 @@ def check_bookable(session: Session, *, now: dt.datetime, status_is_fresh: bool 
         status = _visible_sessions().filter(id=session.id).values_list("status", flat=True).first()
         if status is None:
             raise NotFound("排班不存在或已停用", code="session_not_found")
-    rule = release_rule_for(session)
+    rule = rule if rule is not None else release_rule_for(session)
     state, release = _gate(session, rule, now, status=status)
     if state == SessionState.SUSPENDED:
         raise Conflict("该时段已停诊，请选择其他日期或医生", code="session_suspended")

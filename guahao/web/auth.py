@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from guahao.patients import services
 from guahao.patients.models import Account, AuthToken
-from guahao.patients.selectors import token_for_key
+from guahao.patients.tokens import known_tokens
 
 SESSION_KEY = "web_token"
 
@@ -21,7 +21,7 @@ def signed_in_token(request: HttpRequest) -> AuthToken | None:
     """The live token this browser signed in with, or None. Cached on the request."""
     if not hasattr(request, "_web_token"):
         key = request.session.get(SESSION_KEY, "") if hasattr(request, "session") else ""
-        token = token_for_key(key) if key else None
+        token = known_tokens.token_for_key(key) if key else None
         if token is not None:
             services.touch_token(token)
         request._web_token = token

@@ -15,6 +15,7 @@ from guahao.booking.services.common import (
     refund_no,
     submit_refund_now,
 )
+from guahao.booking.soldout import sold_out
 from guahao.booking.states import (
     RegistrationStatus,
     check_registration_move,
@@ -112,9 +113,10 @@ def start_refund_for_cancellation(
             current = Registration.objects.values_list("status", flat=True).get(id=registration.id)
             raise registration_refusal(current, RegistrationStatus.REFUNDING)
         # The number goes back to the pool for other patients.
-        Slot.objects.filter(id=registration.slot_id, state=Slot.State.BOOKED).update(
+        if Slot.objects.filter(id=registration.slot_id, state=Slot.State.BOOKED).update(
             state=Slot.State.FREE, held_until=None
-        )
+        ):
+            sold_out.forget_slot(registration.slot_id)
         refund = payments.request_refund(
             payment=payment, amount_fen=payment.amount_fen, reason=reason, refund_no=refund_no(payment)
         )

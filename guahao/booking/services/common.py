@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from guahao.booking.soldout import sold_out
 from guahao.booking.states import HoldState
 from guahao.his import services as his_services
 from guahao.his.base import HisAdapter
@@ -42,9 +43,10 @@ def lock_slot(slot_id: int) -> None:
 
 def free_slot(*, slot_id: int, held_until: dt.datetime) -> None:
     """Free a slot this hold still owns (held_until is the claim's token: a later claim differs)."""
-    Slot.objects.filter(id=slot_id, state=Slot.State.HELD, held_until=held_until).update(
+    if Slot.objects.filter(id=slot_id, state=Slot.State.HELD, held_until=held_until).update(
         state=Slot.State.FREE, held_until=None
-    )
+    ):
+        sold_out.forget_slot(slot_id)
 
 
 def submit_refund_now(refund: Refund) -> None:

@@ -20,11 +20,12 @@ from guahao.booking.services.common import (
     service_phone_hint,
 )
 from guahao.booking.services.settle import complete_paid_hold
+from guahao.booking.soldout import sold_out
 from guahao.booking.states import HoldState, hold_refusal, hold_sources
 from guahao.catalog.models import Hospital
 from guahao.catalog.selectors import payment_channels_of, pending_notices
 from guahao.catalog.visitors import check_visitor
-from guahao.db import atomic_retry
+from guahao.db import atomic_retry, release_connection
 from guahao.errors import (
     Conflict,
     GuahaoError,
@@ -32,6 +33,7 @@ from guahao.errors import (
     NotFound,
     UpstreamUnavailable,
 )
+from guahao.his.adapters.local_pool import LocalPoolHis
 from guahao.his.base import HisRefused, HisTimeout, LockRequest
 from guahao.his.wire import Code as HisCode
 from guahao.notifications.services import emit
@@ -45,61 +47,75 @@ from guahao.payments.providers.base import PayParams
 from guahao.policies import engine as policy_engine
 from guahao.scheduling.models import Session, Slot
 from guahao.scheduling.selectors import (
-    bookable_slot_q,
     booking_cutoff,
     check_bookable,
     check_window_open,
     free_slot_q,
-    get_session,
+    session_for_booking,
 )
 from guahao.scheduling.services import lock_session_status
+
+# The conditions spell out scheduling.selectors.bookable_slot_q in SQL (RETURNING needs raw SQL);
+# test_holds (expired claims) and test_today_windows (closing windows) cover both statements, so
+# they cannot drift apart unnoticed. RETURNING gives the claimed number's facts for the answer and
+# the HIS lock without another read.
+_BOOKABLE = "window_start > %(cutoff)s AND (state = 'free' OR (state = 'held' AND held_until <= %(now)s))"
+_RETURNING = "RETURNING id, seq, window_start, window_end, his_code"
+
+_CLAIM_BY_ID = f"""
+UPDATE scheduling_slot SET state = 'held', held_until = %(until)s
+WHERE id = %(slot)s AND session_id = %(session)s AND {_BOOKABLE}
+{_RETURNING}
+"""
+
+_CLAIM_IN_WINDOW = f"""
+UPDATE scheduling_slot SET state = 'held', held_until = %(until)s
+WHERE id = (
+    SELECT id FROM scheduling_slot
+    WHERE session_id = %(session)s AND window_start = %(window)s AND {_BOOKABLE}
+    ORDER BY seq LIMIT 1 {{lock}}
+) AND {_BOOKABLE}
+{_RETURNING}
+"""
+
+
+def _claim(
+    sql: str, *, session_id: int, now: dt.datetime, cutoff: dt.datetime, until: dt.datetime, **more: object
+) -> Slot | None:
+    """Run one claiming statement: the claimed slot as it now stands, or None."""
+    adapt = connection.ops.adapt_datetimefield_value
+    params = {"until": adapt(until), "session": session_id, "now": adapt(now), "cutoff": adapt(cutoff)}
+    params.update({k: adapt(v) if isinstance(v, dt.datetime) else v for k, v in more.items()})
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    if connection.vendor != "postgresql":
+        return Slot.objects.get(id=row[0])  # SQLite answers datetimes as text: the ORM converts them
+    slot_id, seq, window_start, window_end, his_code = row
+    return Slot(
+        id=slot_id, session_id=session_id, seq=seq, window_start=window_start, window_end=window_end,
+        his_code=his_code, state=Slot.State.HELD, held_until=until,
+    )
 
 
 def _claim_slot_by_id(
     *, slot_id: int, session_id: int, now: dt.datetime, cutoff: dt.datetime, until: dt.datetime
-) -> int | None:
-    claimed = (
-        Slot.objects.filter(bookable_slot_q(now, cutoff), id=slot_id, session_id=session_id)
-        .update(state=Slot.State.HELD, held_until=until)
-    )
-    return slot_id if claimed else None
-
-
-# The condition spells out scheduling.selectors.bookable_slot_q in SQL (RETURNING needs raw SQL);
-# test_holds (expired claims) and test_today_windows (closing windows) cover both paths, so the
-# two cannot drift apart unnoticed.
-_CLAIM_IN_WINDOW = """
-UPDATE scheduling_slot SET state = 'held', held_until = %(until)s
-WHERE id = (
-    SELECT id FROM scheduling_slot
-    WHERE session_id = %(session)s AND window_start = %(window)s AND window_start > %(cutoff)s
-      AND (state = 'free' OR (state = 'held' AND held_until <= %(now)s))
-    ORDER BY seq LIMIT 1 {lock}
-) AND window_start > %(cutoff)s AND (state = 'free' OR (state = 'held' AND held_until <= %(now)s))
-RETURNING id
-"""
+) -> Slot | None:
+    return _claim(_CLAIM_BY_ID, slot=slot_id, session_id=session_id, now=now, cutoff=cutoff, until=until)
 
 
 def _claim_slot_in_window(
     *, session_id: int, window: dt.datetime, now: dt.datetime, cutoff: dt.datetime, until: dt.datetime
-) -> int | None:
+) -> Slot | None:
     """Claim the first free number in a time window with one statement. On PostgreSQL, SKIP LOCKED
     sends concurrent claimants to different rows instead of queueing them on the same one; SQLite
     has one writer at a time, so the statement is atomic there as it stands."""
     lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_IN_WINDOW.format(lock=lock),
-            {
-                "until": connection.ops.adapt_datetimefield_value(until),
-                "session": session_id,
-                "window": connection.ops.adapt_datetimefield_value(window),
-                "now": connection.ops.adapt_datetimefield_value(now),
-                "cutoff": connection.ops.adapt_datetimefield_value(cutoff),
-            },
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
+    return _claim(
+        _CLAIM_IN_WINDOW.format(lock=lock), session_id=session_id, window=window, now=now, cutoff=cutoff, until=until
+    )
 
 
 def hold_slot(
@@ -120,22 +136,29 @@ def hold_slot(
     now = clock.now()
     if window_start is not None and window_start.tzinfo is None:
         window_start = window_start.replace(tzinfo=clock.LOCAL_TZ)  # a time without offset is the hospital's
-    # One light read first: most of a release burst asks for numbers that are already gone, and
-    # those requests are answered here, before anything heavier (a number not yet released or in
-    # a suspended session is still free, so it goes on to the session checks below).
+    # Most of a release burst asks for numbers that are already gone. A number this process saw
+    # taken within the last second is refused from memory (soldout.py: it can only refuse); the
+    # others get one light read, before anything heavier (a number not yet released or in a
+    # suspended session is still free, so it goes on to the session checks below).
     if slot_id is not None:
+        if sold_out.says_taken(("slot", slot_id)):
+            raise _slot_taken()
         found = Slot.objects.filter(id=slot_id).values_list("session_id", "window_start", free_slot_q(now)).first()
         if found is None:
             raise NotFound("号源不存在", code="slot_not_found")
         session_id, slot_window, free = found
         if not free:
+            sold_out.mark(("slot", slot_id))
             raise _slot_taken()
     elif session_id is None or window_start is None:
         raise InvalidInput("请提供号源 slot_id，或排班 session_id 与时段开始时间 window_start", code="slot_required")
+    elif sold_out.says_taken(("window", session_id, window_start)):
+        raise _window_full()
     elif not Slot.objects.filter(free_slot_q(now), session_id=session_id, window_start=window_start).exists():
         raise _window_refusal(session_id=session_id, window_start=window_start)
-    session = get_session(session_id)  # fresh from the database, so its status is current
-    rule = check_bookable(session, now=now, status_is_fresh=True)
+    # The session and its rule as of at most FRESH_SECONDS ago; the claim reads the status afresh.
+    session, rule = session_for_booking(session_id)
+    check_bookable(session, now=now, status_is_fresh=True, rule=rule)
     check_window_open(slot_window if slot_id is not None else window_start, rule=rule, now=now)
     cutoff = booking_cutoff(rule, now)
     until = now + dt.timedelta(minutes=rule.lock_minutes)
@@ -144,16 +167,14 @@ def hold_slot(
         if lock_session_status(session.id) != Session.Status.OPEN:
             raise Conflict("该时段已停诊，请选择其他日期或医生", code="session_suspended")
         if slot_id is not None:
-            claimed = _claim_slot_by_id(slot_id=slot_id, session_id=session.id, now=now, cutoff=cutoff, until=until)
+            slot = _claim_slot_by_id(slot_id=slot_id, session_id=session.id, now=now, cutoff=cutoff, until=until)
         else:
-            claimed = _claim_slot_in_window(
-                session_id=session.id, window=window_start, now=now, cutoff=cutoff, until=until
-            )
-        if claimed is None:
+            slot = _claim_slot_in_window(session_id=session.id, window=window_start, now=now, cutoff=cutoff, until=until)
+        if slot is None:
             raise _slot_taken() if slot_id is not None else _window_refusal(session_id=session.id, window_start=window_start)
         # A hold that lapsed without a sweeper still says HELD/PAYING: close it so the partial
         # unique index admits the new one, and let the outbox tidy up after it.
-        for lapsed_id in Hold.objects.filter(slot_id=claimed, state__in=CLAIMABLE, expires_at__lte=now).values_list("id", flat=True):
+        for lapsed_id in Hold.objects.filter(slot_id=slot.id, state__in=CLAIMABLE, expires_at__lte=now).values_list("id", flat=True):
             if Hold.objects.filter(
                 id=lapsed_id, state__in=hold_sources(HoldState.EXPIRED, *CLAIMABLE), expires_at__lte=now
             ).update(state=HoldState.EXPIRED, updated_at=now):
@@ -161,7 +182,7 @@ def hold_slot(
         _enforce_hold_caps(account=account, rule=rule, now=now)
         hold = Hold.objects.create(
             account=account,
-            slot_id=claimed,
+            slot=slot,
             session=session,
             state=HoldState.HELD,
             expires_at=until,
@@ -173,10 +194,12 @@ def hold_slot(
         return hold
 
     hold = atomic_retry(claim)
-    hold.slot = Slot.objects.get(id=hold.slot_id)
-    hold.session = session
     _lock_in_his(hold=hold)
     return hold
+
+
+def _window_full() -> Conflict:
+    return Conflict("该时段号源已约满，请选择其他时段", code="window_full")
 
 
 def _slot_taken() -> Conflict:
@@ -186,15 +209,15 @@ def _slot_taken() -> Conflict:
 def _window_refusal(*, session_id: int, window_start: dt.datetime) -> GuahaoError:
     if not Slot.objects.filter(session_id=session_id, window_start=window_start).exists():
         return NotFound("该排班没有这个就诊时段", code="window_not_found")
-    return Conflict("该时段号源已约满，请选择其他时段", code="window_full")
+    sold_out.mark(("window", session_id, window_start))
+    return _window_full()
 
 
 def _enforce_hold_caps(*, account: Account, rule, now: dt.datetime) -> None:
     """Per-account caps (the release rule's), counted under a lock on the account row so that one
     account's parallel requests cannot slip past them together (SQLite's write lock already
     serialises). Each refusal names its limit and when it stops refusing."""
-    Account.objects.select_for_update().filter(id=account.id).first()
-    live, today = selectors.hold_counts(account=account, now=now)
+    live, today = selectors.hold_counts(account=account, now=now, lock=True)
     if live >= rule.max_live_holds_per_account:
         first_end = selectors.earliest_live_hold_expiry(account=account, now=now)
         when = (
@@ -225,8 +248,11 @@ def _lock_in_his(*, hold: Hold) -> None:
         slot_seq=slot.seq,
         expires_at=hold.expires_at,
     )
+    adapter = his(session.hospital_id)
+    if not isinstance(adapter, LocalPoolHis):
+        release_connection()  # no pooled connection waits idle on the HIS's answer
     try:
-        lock_id = his(session.hospital_id).lock_slot(request)
+        lock_id = adapter.lock_slot(request)
     except HisRefused as exc:
         # Taken at the HIS (the window, the phone): not offered here again until the schedule
         # sync sees it free there.

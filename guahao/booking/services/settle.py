@@ -12,6 +12,7 @@ from guahao import clock
 from guahao.booking import selectors
 from guahao.booking.models import Hold, Registration
 from guahao.booking.services.common import his, lock_slot, log, refund_no, submit_refund_now
+from guahao.booking.soldout import sold_out
 from guahao.booking.states import HoldState, RegistrationStatus, hold_sources
 from guahao.db import atomic_retry
 from guahao.his.base import HisRefused, HisTimeout, RegisterRequest
@@ -218,7 +219,8 @@ def fail_registering(
         )
         if not moved:
             return None
-        Slot.objects.filter(id=hold.slot_id, state=Slot.State.BOOKED).update(state=Slot.State.FREE, held_until=None)
+        if Slot.objects.filter(id=hold.slot_id, state=Slot.State.BOOKED).update(state=Slot.State.FREE, held_until=None):
+            sold_out.forget_slot(hold.slot_id)
         refund = payments.request_refund(
             payment=payment, amount_fen=payment.amount_fen, reason=refund_reason, refund_no=refund_no(payment)
         )

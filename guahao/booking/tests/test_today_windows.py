@@ -99,7 +99,7 @@ def test_the_claim_itself_refuses_a_closing_window(world, clinic):
     assert _claim_slot_in_window(session_id=clinic.id, window=soon.window_start, now=now, cutoff=cutoff, until=until) is None
     assert Slot.objects.get(id=soon.id).state == Slot.State.FREE
     later = _slot_at(clinic, 10, 40)
-    assert _claim_slot_in_window(session_id=clinic.id, window=later.window_start, now=now, cutoff=cutoff, until=until) == later.id
+    assert _claim_slot_in_window(session_id=clinic.id, window=later.window_start, now=now, cutoff=cutoff, until=until) .id == later.id
     Slot.objects.filter(id=later.id).update(state=Slot.State.FREE, held_until=None)  # leave the books clean
 
 

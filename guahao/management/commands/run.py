@@ -8,6 +8,19 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+# gunicorn's gthread worker queues accepted connections in front of its thread pool, where Django
+# cannot see them; admission control (guahao/admission.py) only answers 429 at once when spare
+# threads take requests off that queue while the ADMISSION_ACTIVE permits are all taken. Hence
+# many more threads (mostly idle or refusing) than permits.
+WEB_THREADS = "16"
+# Open connections per worker process (keep-alive ones included) before it stops accepting: 2,000
+# clients against 2 processes fit without waiting in the kernel's backlog.
+WORKER_CONNECTIONS = "1000"
+BACKLOG = "2048"  # the kernel caps it at net.core.somaxconn
+# Longer than nginx's upstream keepalive_timeout (60 s), so gunicorn never closes a connection
+# nginx is about to reuse (nginx would answer 502 or resend the request elsewhere).
+KEEP_ALIVE = "75"
+
 
 class Command(BaseCommand):
     help = "启动 Web 服务（gunicorn）与后台 worker；Ctrl-C 同时停止"
@@ -15,6 +28,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--bind", default=os.environ.get("GUAHAO_BIND", "127.0.0.1:8000"))
         parser.add_argument("--workers", type=int, default=int(os.environ.get("GUAHAO_WEB_WORKERS", "2")))
+        parser.add_argument("--threads", type=int, default=int(os.environ.get("GUAHAO_WEB_THREADS", WEB_THREADS)))
         parser.add_argument(
             "--his-simulator",
             metavar="HOST:PORT",
@@ -22,7 +36,7 @@ class Command(BaseCommand):
             help="（仅开发模式）同时启动 HIS 模拟器，并让示范市第二人民医院（HISDEMO）通过它锁号、挂号",
         )
 
-    def handle(self, *args, bind: str, workers: int, his_simulator: str = "", **options):
+    def handle(self, *args, bind: str, workers: int, threads: int, his_simulator: str = "", **options):
         python = sys.executable
         children: list[subprocess.Popen] = []
         sandbox = self._start_payment_sandbox(python)
@@ -36,9 +50,11 @@ class Command(BaseCommand):
         # No gunicorn access log: query strings may carry search terms; RequestIdMiddleware logs
         # each request as JSON with its path only. The config module only adds the metrics hook.
         env = self._metrics_env()
+        self._warn_without_spare_threads(threads)
         web = subprocess.Popen(
             [python, "-m", "gunicorn", "guahao.wsgi:application", "-c", "python:guahao.gunicorn_conf",
-             "--bind", bind, "--workers", str(workers), "--threads", "4"],
+             "--bind", bind, "--workers", str(workers), "--threads", str(threads),
+             "--worker-connections", WORKER_CONNECTIONS, "--backlog", BACKLOG, "--keep-alive", KEEP_ALIVE],
             env=env,
         )
         worker = subprocess.Popen([python, "-m", "guahao.cli", "worker"], env=env)
@@ -66,6 +82,16 @@ class Command(BaseCommand):
         failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
         if failed:
             sys.exit(1)
+
+    def _warn_without_spare_threads(self, threads: int) -> None:
+        from django.conf import settings
+
+        active = settings.ADMISSION_ACTIVE
+        if active > 0 and threads <= active:
+            self.stderr.write(
+                f"GUAHAO_WEB_THREADS={threads} is not above GUAHAO_ADMISSION_ACTIVE={active}: in a burst "
+                "requests wait in gunicorn's queue instead of getting 429 at once (see docs/deployment.md)"
+            )
 
     def _metrics_env(self) -> dict[str, str]:
         """The web workers and the worker write their metrics into one directory, emptied now: a

@@ -1,0 +1,1 @@
+-- A plain GET of the URL given to wrk (B_json), counted by status like the hold scripts.
