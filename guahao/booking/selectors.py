@@ -7,8 +7,8 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, IntegerField, Max, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models import Count, Max, Q, QuerySet
 
 from guahao import clock
 from guahao.booking.models import Hold, Registration
@@ -180,8 +180,8 @@ def _live_q(now: dt.datetime) -> Q:
 
 def hold_counts(*, account: Account, now: dt.datetime, lock: bool = False) -> tuple[int, int]:
     """(live holds, holds made today) for the per-account caps, in one query. `lock`: inside a
-    transaction, the same statement takes the account's row lock, so one account's parallel
-    requests count one after the other."""
+    transaction, under the account's row lock, so one account's parallel requests count one after
+    the other (SQLite's single writer already serialises them)."""
     start = clock.at_local(clock.local(now).date(), dt.time(0, 0))
     if not lock:
         counts = Hold.objects.filter(account=account).aggregate(
@@ -189,17 +189,23 @@ def hold_counts(*, account: Account, now: dt.datetime, lock: bool = False) -> tu
         )
         return counts["live"], counts["today"]
 
-    def counted(condition: Q) -> Subquery:
-        held = Hold.objects.filter(condition, account=OuterRef("pk")).order_by().values("account")
-        return Subquery(held.annotate(n=Count("id")).values("n"), output_field=IntegerField())
-
-    live, today = (
-        Account.objects.select_for_update(of=("self",))
-        .filter(id=account.id)
-        .annotate(live=Coalesce(counted(_live_q(now)), 0), today=Coalesce(counted(Q(created_at__gte=start)), 0))
-        .values_list("live", "today")
-        .get()
-    )
+    # The account's row lock first, then the counts in a statement of their own: under READ
+    # COMMITTED only a statement that starts after the lock is granted sees the holds that the
+    # lock's previous owner committed (a subquery of the locking statement would not).
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT 1 FROM patients_account WHERE id = %s FOR UPDATE", [account.id])
+        cursor.execute(
+            """
+            SELECT
+              count(*) FILTER (WHERE (state IN ('held', 'paying') AND expires_at > %(now)s) OR state = 'registering'),
+              count(*) FILTER (WHERE created_at >= %(start)s)
+            FROM booking_hold WHERE account_id = %(account)s
+            """,
+            {"now": adapt(now), "start": adapt(start), "account": account.id},
+        )
+        live, today = cursor.fetchone()
     return live, today
 
 

@@ -79,6 +79,38 @@ WHERE id = (
 """
 
 
+_SLOT_AT = """
+SELECT session_id, window_start, (state = 'free' OR (state = 'held' AND held_until <= %(now)s)) AS free
+FROM scheduling_slot WHERE id = %(slot)s
+"""
+
+# Holds that lapsed without a sweeper on the number just claimed (CLAIMABLE, expired).
+_LAPSED = """
+SELECT id FROM booking_hold WHERE slot_id = %(slot)s AND state IN ('held', 'paying') AND expires_at <= %(now)s
+"""
+
+
+def _datetime(value: object) -> dt.datetime:
+    """A datetime read by raw SQL: PostgreSQL gives one, SQLite text that its converter parses."""
+    if isinstance(value, dt.datetime):
+        return value
+    return connection.ops.convert_datetimefield_value(value, None, connection)
+
+
+def _slot_at(slot_id: int, now: dt.datetime) -> tuple[int, dt.datetime, bool] | None:
+    """(session id, window start, free now) of a number, in one light read: the loser's answer."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SLOT_AT, {"slot": slot_id, "now": connection.ops.adapt_datetimefield_value(now)})
+        row = cursor.fetchone()
+    return (row[0], _datetime(row[1]), bool(row[2])) if row else None
+
+
+def _lapsed_holds(slot_id: int, now: dt.datetime) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(_LAPSED, {"slot": slot_id, "now": connection.ops.adapt_datetimefield_value(now)})
+        return [row[0] for row in cursor.fetchall()]
+
+
 def _claim(
     sql: str, *, session_id: int, now: dt.datetime, cutoff: dt.datetime, until: dt.datetime, **more: object
 ) -> Slot | None:
@@ -143,7 +175,7 @@ def hold_slot(
     if slot_id is not None:
         if sold_out.says_taken(("slot", slot_id)):
             raise _slot_taken()
-        found = Slot.objects.filter(id=slot_id).values_list("session_id", "window_start", free_slot_q(now)).first()
+        found = _slot_at(slot_id, now)
         if found is None:
             raise NotFound("号源不存在", code="slot_not_found")
         session_id, slot_window, free = found
@@ -174,7 +206,7 @@ def hold_slot(
             raise _slot_taken() if slot_id is not None else _window_refusal(session_id=session.id, window_start=window_start)
         # A hold that lapsed without a sweeper still says HELD/PAYING: close it so the partial
         # unique index admits the new one, and let the outbox tidy up after it.
-        for lapsed_id in Hold.objects.filter(slot_id=slot.id, state__in=CLAIMABLE, expires_at__lte=now).values_list("id", flat=True):
+        for lapsed_id in _lapsed_holds(slot.id, now):
             if Hold.objects.filter(
                 id=lapsed_id, state__in=hold_sources(HoldState.EXPIRED, *CLAIMABLE), expires_at__lte=now
             ).update(state=HoldState.EXPIRED, updated_at=now):
