@@ -170,7 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    parser.add_argument("--threads", type=int, default=16, help="threads per worker (default 16, as guahao run; GUAHAO_ADMISSION_ACTIVE of them execute at once)")
     parser.add_argument("--database-url", help="postgresql://… of a dedicated bench database (default: SQLite in a temp dir)")
     parser.add_argument("--big-slots", type=int, help="slots in the big database (default 1,000,000)")
     parser.add_argument("--runs", type=int, default=30, help="timed calls of the availability selector per size")

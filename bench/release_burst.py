@@ -516,7 +516,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections = patients (default 64)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    parser.add_argument("--threads", type=int, default=16, help="threads per worker (default 16, as guahao run; GUAHAO_ADMISSION_ACTIVE of them execute at once)")
     parser.add_argument("--database-url", help="postgresql://… of a dedicated bench database (default: SQLite in a temp dir)")
     parser.add_argument("--redis-url", help="rate limits in this Redis (default redis://127.0.0.1:6379/0 on PostgreSQL)")
     parser.add_argument("--no-redis", action="store_true", help="count rate limits in the database")

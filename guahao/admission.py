@@ -8,9 +8,11 @@ its thread pool, where Django cannot see them. `guahao run` therefore starts mor
 and refuse them while every permit is taken. On 2 cores the GIL makes more than a few executing
 requests per process add latency, not throughput.
 
-A request that finds every permit taken waits for one only while the waiting line is shorter than
-the number of permits: that line clears within about one request's service time, and everyone
-behind it is refused without waiting, so a refusal costs a thread well under a millisecond.
+A request that finds every permit taken waits for one (at most ADMISSION_WAIT_MS) only while the
+waiting line is shorter than ADMISSION_QUEUE; everyone behind it is refused without waiting, so a
+refusal costs a thread well under a millisecond. The line is as long as the spare threads by
+default: quick answers (the schedule, the sold-out refusals) pass through it in a few
+milliseconds, and only a line of slow requests outlasts the wait.
 
 Exempt: health checks, /metrics, static files and payment providers' notifications (bounded by the
 number of payments, not by the crowd, and a refused one only delays a paid order's confirmation)."""
@@ -43,7 +45,7 @@ REFUSED = Counter(
 
 
 class Gate:
-    """At most `active` holders at once, and at most `active` more waiting for a permit."""
+    """At most `active` holders at once, and at most ADMISSION_QUEUE more waiting for a permit."""
 
     def __init__(self, active: int) -> None:
         self.active = active
@@ -55,7 +57,7 @@ class Gate:
         if self._permits.acquire(blocking=False):
             return True
         with self._lock:
-            if self._waiting >= self.active:
+            if self._waiting >= settings.ADMISSION_QUEUE:
                 return False  # the line is full: waiting would only delay the same answer
             self._waiting += 1
         try:

@@ -271,6 +271,9 @@ REDIS_PREFIX = os.environ.get("GUAHAO_REDIS_PREFIX", "guahao:") + "rl:"
 # (GUAHAO_WEB_THREADS) so refusals are not stuck behind gunicorn's queue. 0 turns it off.
 ADMISSION_ACTIVE = int(os.environ.get("GUAHAO_ADMISSION_ACTIVE", "4"))
 ADMISSION_WAIT_MS = int(os.environ.get("GUAHAO_ADMISSION_WAIT_MS", "50"))
+# Requests that may wait for a permit at once; past that, 429 without waiting. Default: the threads
+# that `guahao run` starts beyond the permits (16 − 4).
+ADMISSION_QUEUE = int(os.environ.get("GUAHAO_ADMISSION_QUEUE", "12"))
 ADMISSION_RETRY_AFTER = int(os.environ.get("GUAHAO_ADMISSION_RETRY_AFTER", "1"))  # seconds
 # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
 TRUSTED_PROXIES = [p for p in os.environ.get("GUAHAO_TRUSTED_PROXIES", "").split(",") if p.strip()]

@@ -10,43 +10,49 @@ id, window start).
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-import time
 from collections.abc import Hashable
 
 from django.conf import settings
+
+from guahao import clock
 
 _PRUNE_ABOVE = 100_000
 
 
 class SoldOut:
     def __init__(self) -> None:
-        self._until: dict[Hashable, float] = {}
+        self._marked: dict[Hashable, dt.datetime] = {}
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _holds(marked: dt.datetime | None, now: dt.datetime) -> bool:
+        # A clock moved backwards (tests travel in time) never keeps a mark "from the future".
+        return marked is not None and marked <= now < marked + dt.timedelta(seconds=settings.FRESH_SECONDS)
+
     def says_taken(self, key: Hashable) -> bool:
-        until = self._until.get(key)
-        return until is not None and time.monotonic() < until
+        return self._holds(self._marked.get(key), clock.now())
 
     def mark(self, key: Hashable) -> None:
         if settings.FRESH_SECONDS <= 0:
             return
-        now = time.monotonic()
-        self._until[key] = now + settings.FRESH_SECONDS
-        if len(self._until) > _PRUNE_ABOVE:
+        now = clock.now()
+        self._marked[key] = now
+        if len(self._marked) > _PRUNE_ABOVE:
             with self._lock:
-                for stale in [k for k, until in list(self._until.items()) if until <= now]:
-                    self._until.pop(stale, None)
+                for stale in [k for k, marked in list(self._marked.items()) if not self._holds(marked, now)]:
+                    self._marked.pop(stale, None)
 
     def forget_slot(self, slot_id: int) -> None:
         """A number came free in this process: it, and any window, may be offered again."""
-        self._until.pop(("slot", slot_id), None)
+        self._marked.pop(("slot", slot_id), None)
         with self._lock:
-            for key in [k for k in list(self._until) if k[0] == "window"]:
-                self._until.pop(key, None)
+            for key in [k for k in list(self._marked) if k[0] == "window"]:
+                self._marked.pop(key, None)
 
     def clear(self) -> None:
-        self._until.clear()
+        self._marked.clear()
 
 
 sold_out = SoldOut()

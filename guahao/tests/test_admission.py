@@ -40,7 +40,7 @@ urlpatterns = [
     path("", include("guahao.urls")),
 ]
 
-ADMISSION = dict(ROOT_URLCONF=__name__, ADMISSION_ACTIVE=1, ADMISSION_WAIT_MS=50, ADMISSION_RETRY_AFTER=1)
+ADMISSION = dict(ROOT_URLCONF=__name__, ADMISSION_ACTIVE=1, ADMISSION_QUEUE=1, ADMISSION_WAIT_MS=50, ADMISSION_RETRY_AFTER=1)
 
 
 @pytest.fixture

@@ -91,8 +91,9 @@ SELECT id FROM booking_hold WHERE slot_id = %(slot)s AND state IN ('held', 'payi
 
 
 def _datetime(value: object) -> dt.datetime:
-    """A datetime read by raw SQL: PostgreSQL gives one, SQLite text that its converter parses."""
-    if isinstance(value, dt.datetime):
+    """A datetime read by raw SQL: PostgreSQL gives an aware one; SQLite a naive one or text,
+    which its converter makes aware."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value
     return connection.ops.convert_datetimefield_value(value, None, connection)
 
