@@ -16,6 +16,7 @@ from guahao.booking.selectors import recent_doctors
 from guahao.catalog import selectors as catalog
 from guahao.catalog import services as catalog_services
 from guahao.errors import GuahaoError, NotFound
+from guahao.freshness import FreshCache
 from guahao.limits.clientip import client_ip
 from guahao.patients import services as patients
 from guahao.patients.captcha import CaptchaRequired
@@ -195,11 +196,18 @@ def departments(request: HttpRequest) -> HttpResponse:
     )
 
 
+_calendars: FreshCache[list[scheduling.DayAvailability]] = FreshCache()
+
+
 def _strip_page(request: HttpRequest, *, owner, department=None, doctor=None, template: str, extra: dict) -> HttpResponse:
     now = clock.now()
     rule = scheduling.release_rule_for(department if department is not None else doctor.department)
     days = schedule.strip_length(rule, schedule_days=owner.hospital.schedule_days)
-    calendar = scheduling.availability(department=department, doctor=doctor, days=days, now=now)
+    # The calendar as of at most FRESH_SECONDS ago, shared with every phone refreshing this page.
+    key = ("department", department.id, days) if department is not None else ("doctor", doctor.id, days)
+    calendar = _calendars.get(
+        key, lambda as_of: scheduling.availability(department=department, doctor=doctor, days=days, now=as_of)
+    ).value
     strip = schedule.strip_days(calendar, rule=rule, now=now)
     chosen = schedule.choose_day(strip, request.GET.get("date", ""))
     context = {
