@@ -152,10 +152,16 @@ class Server:
     ) -> None:
         self.port = port
         self.log = log
+        # As under `guahao run`: the workers' metrics in one directory, so /metrics adds them up
+        # (`hold_outcomes` reads the holds granted and refused by reason from it).
+        metrics_dir = log.parent / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         # Every wrk connection stays open for a whole run (as nginx's towards its upstream), so
         # each worker must be allowed to keep them all alive.
         self.argv = [
-            sys.executable, "-m", "gunicorn", "guahao.wsgi:application",
+            sys.executable, "-m", "gunicorn", "guahao.wsgi:application", "-c", "python:guahao.gunicorn_conf",
             "--bind", f"{HOST}:{port}", "--workers", str(workers), "--threads", str(threads),
             "--worker-connections", str(connections + threads + 100),
             "--keep-alive", str(keep_alive), "--graceful-timeout", "5",
@@ -165,6 +171,24 @@ class Server:
             self.proc = subprocess.Popen(
                 self.argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def hold_outcomes(self) -> dict[str, int]:
+        """`guahao_holds_total` by outcome (granted, or the refusal's code), from the server's own
+        /metrics (loopback may read it)."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        except OSError:
+            return {}
+        finally:
+            conn.close()
+        outcomes: dict[str, int] = {}
+        for line in text.splitlines():
+            match = re.match(r'^guahao_holds_total\{outcome="([^"]+)"\}\s+([0-9.e+]+)$', line)
+            if match:
+                outcomes[match[1]] = int(float(match[2]))
+        return outcomes
 
     def wait_healthy(self, deadline: Deadline) -> dict:
         until = time.monotonic() + deadline.left(60)
@@ -198,6 +222,75 @@ class Server:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         # Workers left behind by a master that died first: the group is ours alone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class HisSimulator:
+    """The project's HIS simulator (`python -m guahao.his.simulator`, empty: the bench makes its
+    sessions through the control API) on a loopback port, in a process group of its own: stopped by
+    its id at the end, whatever happens. The shared secret goes by environment, not on argv."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path, *, hospital: str, secret: str) -> None:
+        self.url = f"http://{HOST}:{port}"
+        self.hospital, self.secret, self.log = hospital, secret, log
+        argv = [
+            sys.executable, "-m", "guahao.his.simulator", "--bind", f"{HOST}:{port}", "--hospital", hospital,
+            "--seed", "empty",
+        ]
+        with log.open("a") as out:
+            self.proc = subprocess.Popen(
+                argv, cwd=ROOT, env={**env, "GUAHAO_HIS_SIMULATOR_SECRET": secret}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def control(self, method: str, path: str, document: dict | None = None, *, timeout: float = 10.0) -> dict:
+        """/_control/<path> (unsigned, loopback only); Aborted on anything but a 2xx JSON answer."""
+        conn = http.client.HTTPConnection(HOST, int(self.url.rsplit(":", 1)[1]), timeout=timeout)
+        try:
+            body = json.dumps(document or {}) if method == "POST" else None
+            conn.request(method, f"/_control/{path}", body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            payload = response.read()
+        finally:
+            conn.close()
+        if not 200 <= response.status < 300:
+            raise Aborted(f"HIS simulator /_control/{path}: {response.status} {payload[:300]!r}")
+        return json.loads(payload)
+
+    def wait_answering(self, deadline: Deadline, *, timeout: float = 20.0) -> None:
+        until = time.monotonic() + deadline.left(timeout)
+        while time.monotonic() < until:
+            self.check_alive()
+            try:
+                self.control("GET", "state", timeout=2)
+                return
+            except (OSError, Aborted, ValueError):
+                time.sleep(0.1)
+        raise Aborted(f"the HIS simulator did not answer in {timeout:.0f} s\n{tail(self.log)}")
+
+    def answer_after(self, latency_ms: int) -> None:
+        """Every call of the contract answered after `latency_ms` (the simulator's latency fault,
+        until cleared), each call waiting on its own: the HIS is slow, not busy."""
+        if latency_ms > 0:
+            self.control("POST", "faults", {"operation": "*", "fault": "latency", "times": -1, "latency_ms": latency_ms})
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds([self.proc.pid]).get(self.proc.pid, 0.0)
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise Aborted(f"the HIS simulator exited with {self.proc.returncode}\n{tail(self.log)}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 

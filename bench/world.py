@@ -3,10 +3,16 @@
 session per randomized burst, a contiguous pool for pgbench's B_sql, and the SQL profile of one
 hold), and check the invariants after a run (`verify`).
 
+With --his-url the hospital's HIS is the HIS simulator (HIS 锁号): every session a hold can ask
+for is made there first (its control API) and synced into the hospital by guahao's own schedule
+sync, so each lock the hold path sends names a session and a number the HIS knows. pgbench's pool
+stays local: B_sql runs SQL only, it never reaches the HIS.
+
 It refuses to run unless GUAHAO_BENCH=1 and GUAHAO_DATABASE_URL are set, so it never touches a
 developer's or a production database by accident: release_burst.py sets both to its own database.
 
     python bench/world.py setup --accounts 2000 --pool 60000 --tokens tokens.txt --out world.json
+    GUAHAO_BENCH_HIS_SECRET=… python bench/world.py setup … --his-url http://127.0.0.1:PORT --his-hospital BENCH
     python bench/world.py verify --spec spec.json --out result.json
 """
 
@@ -18,6 +24,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 # Per-account caps high enough that no run meets them (the fields are small integers).
@@ -29,6 +36,11 @@ POOL_DEPARTMENTS = 10
 POOL_DAYS = 6
 WINDOW_SESSION_SLOTS = 200
 WINDOW_SLOTS = 100
+# HIS sessions: days 1..HIS_DAYS, inside the hospital's 14-day booking window, one per department
+# and period (sync refuses a second department session on the same date and period).
+HIS_DAYS = 13
+HIS_PERIODS = ("morning", "afternoon", "evening")
+HIS_SYNC_BATCH = 10  # sessions per sync: each answer of the simulator a few MB at most
 
 
 def _django() -> None:
@@ -64,10 +76,14 @@ def _pool(departments: list, total: int, *, first_day: int) -> tuple[list[int], 
     return ids, list(Slot.objects.filter(session_id__in=ids).order_by("id").values_list("id", flat=True))
 
 
-def setup(*, accounts: int, pool: int, pgbench_pool: int, bursts: list[dict], tokens_path: Path) -> dict:
+def setup(
+    *, accounts: int, pool: int, pgbench_pool: int, bursts: list[dict], tokens_path: Path, his: dict | None = None
+) -> dict:
     from django.db import transaction
 
-    from guahao import clock, testing
+    from guahao import testing
+    from guahao.catalog.models import Department
+    from guahao.his.models import HisConnection
     from guahao.scheduling.models import ReleaseRule, Slot
 
     with transaction.atomic():
@@ -75,28 +91,27 @@ def setup(*, accounts: int, pool: int, pgbench_pool: int, bursts: list[dict], to
         ReleaseRule.objects.filter(hospital=hospital).update(
             max_live_holds_per_account=LOOSE_CAP, max_holds_per_day_per_account=LOOSE_CAP
         )
-        departments = [testing.make_department(hospital, name=f"压测科室{i + 1}") for i in range(POOL_DEPARTMENTS)]
         made = testing.make_accounts(accounts)
         tokens = [testing.token_for(a) for a in made]
-        pool_sessions, pool_ids = _pool(departments, pool, first_day=1)
-        soldout = testing.make_session(departments[0], slots=1, start=dt.time(18, 0))
-        planned = []
-        for i, burst in enumerate(bursts):
-            department = departments[i % len(departments)]
-            day = clock.today() + dt.timedelta(days=1 + i % POOL_DAYS)
-            if burst["scenario"] == "one-slot":
-                session = testing.make_session(department, day=day, slots=4, start=dt.time(19, 0))
-            elif burst["scenario"] == "window":
-                session = testing.make_session(
-                    department, day=day, slots=WINDOW_SESSION_SLOTS, per_window=WINDOW_SLOTS, start=dt.time(19, 0)
-                )
-            else:
-                session = testing.make_session(
-                    department, day=day, slots=burst["connections"], per_window=20, window_minutes=5, start=dt.time(14, 0)
-                )
-            planned.append({**burst, "session_id": session.id})
+        if his is None:
+            departments = [testing.make_department(hospital, name=f"压测科室{i + 1}") for i in range(POOL_DEPARTMENTS)]
+            made_sessions = _local_sessions(departments, pool=pool, bursts=bursts)
+        else:
+            HisConnection.objects.create(
+                hospital=hospital, mode=HisConnection.Mode.HIS_LOCK, base_url=his["url"],
+                hospital_code=his["hospital"], secret=his["secret"],
+            )
+    pg_first_day = POOL_DAYS + 1
+    if his is not None:
+        made_sessions, last_day = _his_sessions(hospital, his["url"], pool=pool, bursts=bursts)
+        departments = list(Department.objects.filter(hospital=hospital).order_by("id"))
+        pg_first_day = last_day + 1  # pgbench's local sessions on days of their own
+    pool_sessions = made_sessions["pool"]
+    pool_ids = list(Slot.objects.filter(session_id__in=pool_sessions).order_by("id").values_list("id", flat=True))
+    soldout_id = made_sessions["soldout"]
+    planned = [{**burst, "session_id": sid} for burst, sid in zip(bursts, made_sessions["bursts"], strict=True)]
     # pgbench claims ids lo..hi by arithmetic, so its pool must be one contiguous run of ids.
-    pg_sessions, pg_ids = _pool(departments, pgbench_pool, first_day=POOL_DAYS + 1) if pgbench_pool else ([], [])
+    pg_sessions, pg_ids = _pool(departments, pgbench_pool, first_day=pg_first_day) if pgbench_pool else ([], [])
     # … and its sessions one contiguous run too, POOL_SESSION_SLOTS each: slot → session by arithmetic.
     if pg_ids and (
         pg_ids[-1] - pg_ids[0] + 1 != len(pg_ids) or pg_sessions[-1] - pg_sessions[0] + 1 != len(pg_sessions)
@@ -119,7 +134,7 @@ def setup(*, accounts: int, pool: int, pgbench_pool: int, bursts: list[dict], to
         "account_ids": [a.id for a in made[:1]],
         "pool_session_ids": pool_sessions,
         "pool_slot_ids": pool_ids,
-        "soldout": {"session_id": soldout.id, "slot_id": Slot.objects.get(session=soldout).id},
+        "soldout": {"session_id": soldout_id, "slot_id": Slot.objects.get(session_id=soldout_id).id},
         "bursts": planned,
         "pgbench": {
             "session_ids": pg_sessions,
@@ -130,23 +145,141 @@ def setup(*, accounts: int, pool: int, pgbench_pool: int, bursts: list[dict], to
             "account_id": made[0].id,
             "fee_fen": 1000,
         },
-        "profile": profile(departments[0]),
+        "profile": profile(made_sessions.get("profile") or _profile_session(departments[0])),
     }
 
 
-def profile(department) -> dict:
+def _local_sessions(departments: list, *, pool: int, bursts: list[dict]) -> dict:
+    """The hospital's own sessions (the local pool): ids by role."""
+    from guahao import clock, testing
+
+    pool_sessions, _ = _pool(departments, pool, first_day=1)
+    soldout = testing.make_session(departments[0], slots=1, start=dt.time(18, 0))
+    burst_sessions = []
+    for i, burst in enumerate(bursts):
+        department = departments[i % len(departments)]
+        day = clock.today() + dt.timedelta(days=1 + i % POOL_DAYS)
+        if burst["scenario"] == "one-slot":
+            session = testing.make_session(department, day=day, slots=4, start=dt.time(19, 0))
+        elif burst["scenario"] == "window":
+            session = testing.make_session(
+                department, day=day, slots=WINDOW_SESSION_SLOTS, per_window=WINDOW_SLOTS, start=dt.time(19, 0)
+            )
+        else:
+            session = testing.make_session(
+                department, day=day, slots=burst["connections"], per_window=20, window_minutes=5, start=dt.time(14, 0)
+            )
+        burst_sessions.append(session.id)
+    return {"pool": pool_sessions, "soldout": soldout.id, "bursts": burst_sessions}
+
+
+def _his_control(url: str, path: str, document: dict) -> dict:
+    request = urllib.request.Request(
+        f"{url}/_control/{path}", data=json.dumps(document).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (the simulator, on loopback)
+        return json.loads(response.read())
+
+
+class HisSchedule:
+    """Sessions made in the HIS simulator through its control API, a department session per
+    (day, period, department), and synced into the hospital in batches by guahao's own sync."""
+
+    def __init__(self, hospital, url: str, *, sessions: int) -> None:
+        from guahao import clock
+
+        self.hospital, self.url = hospital, url
+        departments = max(POOL_DEPARTMENTS, -(-sessions // (HIS_DAYS * len(HIS_PERIODS))))
+        self.places = iter(
+            [(day, period, d) for day in range(1, HIS_DAYS + 1) for period in HIS_PERIODS for d in range(departments)]
+        )
+        self.today = clock.today()
+        self.pending = 0
+        self.last_day = 0
+
+    def add(self, *, numbers: int, window_minutes: int | None = None, windows: int | None = None) -> str:
+        """A session of `numbers` numbers in windows of `window_minutes`, or cut into `windows`
+        windows of equal length: its HIS code."""
+        from guahao.his.simulator.inventory import PERIODS
+
+        day, period, d = next(self.places)
+        if windows:
+            first, last = PERIODS[period]
+            length = dt.datetime.combine(self.today, last) - dt.datetime.combine(self.today, first)
+            window_minutes = int(length.total_seconds() // 60) // windows
+        answer = _his_control(self.url, "sessions", {
+            "department_code": f"BD{d + 1:02d}", "date": (self.today + dt.timedelta(days=day)).isoformat(),
+            "period": period, "numbers": numbers, "window_minutes": window_minutes, "registration_type": "普通号",
+            "fee_fen": 1000,
+        })
+        self.last_day = max(self.last_day, day)
+        self.pending += 1
+        if self.pending >= HIS_SYNC_BATCH:
+            self.sync()
+        return answer["code"]
+
+    def sync(self) -> None:
+        from guahao.his.sync import sync_schedule
+
+        if self.pending:
+            report = sync_schedule(hospital=self.hospital, days=HIS_DAYS + 1)
+            if report.notes:
+                raise SystemExit("HIS sync: " + "; ".join(report.notes[:5]))
+            self.pending = 0
+
+    def session_ids(self, codes: list[str]) -> list[int]:
+        from guahao.scheduling.models import Session
+
+        self.sync()
+        found = dict(Session.objects.filter(hospital=self.hospital, his_code__in=codes).values_list("his_code", "id"))
+        missing = [c for c in codes if c not in found]
+        if missing:
+            raise SystemExit(f"HIS sync: {len(missing)} sessions made in the simulator were not synced, e.g. {missing[0]}")
+        return [found[c] for c in codes]
+
+
+def _his_sessions(hospital, url: str, *, pool: int, bursts: list[dict]) -> tuple[dict, int]:
+    """The same roles as _local_sessions, made in the HIS simulator and synced: (ids by role, the
+    last day used)."""
+    sizes = [min(POOL_SESSION_SLOTS, pool - n) for n in range(0, pool, POOL_SESSION_SLOTS)]
+    schedule = HisSchedule(hospital, url, sessions=len(sizes) + len(bursts) + 2)
+    pool_codes = [schedule.add(numbers=n, window_minutes=5) for n in sizes]
+    soldout = schedule.add(numbers=1, window_minutes=30)
+    burst_codes = []
+    for burst in bursts:
+        if burst["scenario"] == "one-slot":
+            burst_codes.append(schedule.add(numbers=4, window_minutes=30))
+        elif burst["scenario"] == "window":
+            burst_codes.append(schedule.add(numbers=WINDOW_SESSION_SLOTS, windows=WINDOW_SESSION_SLOTS // WINDOW_SLOTS))
+        else:
+            burst_codes.append(schedule.add(numbers=burst["connections"], window_minutes=5))
+    profile = schedule.add(numbers=2, windows=1)  # two numbers in one window: by slot and by window
+    ids = schedule.session_ids([*pool_codes, soldout, *burst_codes, profile])
+    n = len(pool_codes)
+    made = {"pool": ids[:n], "soldout": ids[n], "bursts": ids[n + 1 : n + 1 + len(bursts)], "profile": ids[-1]}
+    return made, schedule.last_day
+
+
+def _profile_session(department):
+    from guahao import testing
+
+    return testing.make_session(department, slots=2, per_window=2, start=dt.time(18, 0)).id
+
+
+def profile(session_id: int) -> dict:
     """The SQL statements of one winning and one losing POST /api/v1/holds, by slot and by window,
-    through the whole request (auth, service, response), in a session of its own."""
+    through the whole request (auth, service, response), in a session of its own (two numbers in
+    one window)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from guahao import testing
     from guahao.scheduling.models import Slot
 
-    session = testing.make_session(department, slots=2, per_window=2, start=dt.time(18, 0))
-    slots = list(Slot.objects.filter(session=session).order_by("seq"))
+    slots = list(Slot.objects.filter(session_id=session_id).order_by("seq"))
     clients = [testing.api_client(a) for a in testing.make_accounts(4)]
-    window_body = {"session_id": session.id, "window_start": slots[0].window_start.isoformat()}
+    window_body = {"session_id": session_id, "window_start": slots[0].window_start.isoformat()}
     cases = [
         ("by slot, win", clients[0], {"slot_id": slots[0].id}),
         ("by slot, lose", clients[1], {"slot_id": slots[0].id}),
@@ -226,6 +359,7 @@ def _expire_and_claim(sessions: list[int], slots: set[int], sample: int) -> dict
     claim `sample` of them through the API with a fresh account, as a patient would."""
     from guahao import clock, testing
     from guahao.booking.models import Hold
+    from guahao.booking.services.hold import tidy_dead_hold
     from guahao.booking.states import LIVE_HOLD_STATES
     from guahao.scheduling.models import Slot
     from guahao.scheduling.selectors import free_slot_q
@@ -241,6 +375,10 @@ def _expire_and_claim(sessions: list[int], slots: set[int], sample: int) -> dict
         # A phone no other process of this run gave out (make_phone counts from 1 in each process).
         client = testing.api_client(testing.make_account(phone=f"138{time.time_ns() % 10**8:08d}"))
         for slot_id in sorted(free)[:sample]:
+            # What the hold.expired job does once a hold lapses: its lock released at the HIS (with
+            # the local pool, nothing to release), so the HIS too lets the number go again.
+            for hold_id in Hold.objects.filter(slot_id=slot_id, session_id__in=sessions).values_list("id", flat=True):
+                tidy_dead_hold(hold_id=hold_id)
             response = client.post("/api/v1/holds", {"slot_id": slot_id})
             if response.status_code != 201:
                 failed.append([slot_id, response.status_code])
@@ -257,6 +395,8 @@ def main() -> None:
     s.add_argument("--pgbench-pool", type=int, default=0, help="free slots for pgbench's B_sql (PostgreSQL)")
     s.add_argument("--bursts", type=Path, help="JSON list of {scenario, connections, seed}")
     s.add_argument("--tokens", type=Path, required=True, help="write the accounts' bearer tokens here, one a line")
+    s.add_argument("--his-url", help="the HIS simulator's base URL: the hospital's HIS (default: the local pool)")
+    s.add_argument("--his-hospital", default="BENCH", help="the hospital code the simulator serves")
     s.add_argument("--out", type=Path, required=True)
     v = sub.add_parser("verify")
     v.add_argument("--spec", type=Path, required=True)
@@ -266,8 +406,12 @@ def main() -> None:
     _django()
     if args.command == "setup":
         bursts = json.loads(args.bursts.read_text()) if args.bursts else []
+        # The simulator's shared secret comes by environment, never on a command line.
+        secret = os.environ.get("GUAHAO_BENCH_HIS_SECRET", "")
+        his = {"url": args.his_url, "hospital": args.his_hospital, "secret": secret} if args.his_url else None
         result = setup(
-            accounts=args.accounts, pool=args.pool, pgbench_pool=args.pgbench_pool, bursts=bursts, tokens_path=args.tokens
+            accounts=args.accounts, pool=args.pool, pgbench_pool=args.pgbench_pool, bursts=bursts, tokens_path=args.tokens,
+            his=his,
         )
     else:
         result = verify(json.loads(args.spec.read_text()))

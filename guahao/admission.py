@@ -84,6 +84,21 @@ def gate_for(active: int) -> Gate:
         return gate
 
 
+# The gate whose permit this thread's request holds, if any (see `waiting_outside`).
+_held = threading.local()
+
+
+def waiting_outside() -> None:
+    """The request is about to wait on an outside system (the HIS's lock call, ~20 ms or more):
+    give its permit to the next request now. Permits bound the requests using the CPU; one
+    waiting on a socket uses none, and the little left after the answer (one UPDATE, the response)
+    runs without a permit rather than queueing behind newcomers for one."""
+    gate = getattr(_held, "gate", None)
+    if gate is not None:
+        _held.gate = None
+        gate.leave()
+
+
 class _Shedding:
     """The rate-limited warning: one line per WARNING_INTERVAL per process, with the count since."""
 
@@ -171,7 +186,10 @@ class AdmissionMiddleware:
             REFUSED.inc()
             shedding.refused(request.path)
             return busy_response(request)
+        _held.gate = gate
         try:
             return self.get_response(request)
         finally:
-            gate.leave()
+            if _held.gate is not None:
+                _held.gate = None
+                gate.leave()

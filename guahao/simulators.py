@@ -40,6 +40,12 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()
+        # The handler writes the status and headers, then the body: without TCP_NODELAY, Nagle's
+        # algorithm holds the body until the client's delayed ACK, 40 ms on every answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)

@@ -8,7 +8,7 @@ import datetime as dt
 from django.db import connection
 from django.db.models import Q
 
-from guahao import clock
+from guahao import admission, clock
 from guahao.booking import selectors
 from guahao.booking.models import Hold
 from guahao.booking.services.common import (
@@ -283,7 +283,9 @@ def _lock_in_his(*, hold: Hold) -> None:
     )
     adapter = his(session.hospital_id)
     if not isinstance(adapter, LocalPoolHis):
-        release_connection()  # no pooled connection waits idle on the HIS's answer
+        # No pooled connection and no admission permit wait idle on the HIS's answer.
+        release_connection()
+        admission.waiting_outside()
     try:
         lock_id = adapter.lock_slot(request)
     except HisRefused as exc:
