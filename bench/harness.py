@@ -152,16 +152,10 @@ class Server:
     ) -> None:
         self.port = port
         self.log = log
-        # As under `guahao run`: the workers' metrics in one directory, so /metrics adds them up
-        # (`hold_outcomes` reads the holds granted and refused by reason from it).
-        metrics_dir = log.parent / "prometheus"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         # Every wrk connection stays open for a whole run (as nginx's towards its upstream), so
         # each worker must be allowed to keep them all alive.
         self.argv = [
-            sys.executable, "-m", "gunicorn", "guahao.wsgi:application", "-c", "python:guahao.gunicorn_conf",
+            sys.executable, "-m", "gunicorn", "guahao.wsgi:application",
             "--bind", f"{HOST}:{port}", "--workers", str(workers), "--threads", str(threads),
             "--worker-connections", str(connections + threads + 100),
             "--keep-alive", str(keep_alive), "--graceful-timeout", "5",
@@ -171,24 +165,6 @@ class Server:
             self.proc = subprocess.Popen(
                 self.argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-
-    def hold_outcomes(self) -> dict[str, int]:
-        """`guahao_holds_total` by outcome (granted, or the refusal's code), from the server's own
-        /metrics (loopback may read it)."""
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
-        try:
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        except OSError:
-            return {}
-        finally:
-            conn.close()
-        outcomes: dict[str, int] = {}
-        for line in text.splitlines():
-            match = re.match(r'^guahao_holds_total\{outcome="([^"]+)"\}\s+([0-9.e+]+)$', line)
-            if match:
-                outcomes[match[1]] = int(float(match[2]))
-        return outcomes
 
     def wait_healthy(self, deadline: Deadline) -> dict:
         until = time.monotonic() + deadline.left(60)
