@@ -389,6 +389,7 @@ def parse_wrk_lua(output: str) -> dict:
         "p999_ms": lat["p999"] / 1000,
         "max_ms": lat["max"] / 1000,
         "statuses": statuses,
+        "refusals": raw.get("refusals", {}),
         "non_2xx": sum(n for code, n in statuses.items() if not 200 <= code < 400),
         "socket_errors": errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
         "timeouts": errors["timeout"],

@@ -464,6 +464,7 @@ def show(name: str, f: dict, load: Load | None = None) -> None:
         f"  max {f['max_ms']:7.1f} ms  server+db CPU {f['cpu_ms_per_req']:6.2f} ms/req  [{statuses}]"
         f"  socket errors {f['socket_errors']}"
         + (f"  HIS CPU {f['cpu_his_s'] * 1000 / max(1, f['requests']):.2f} ms/req" if "cpu_his_s" in f else "")
+        + (f"\n      refused: {f['refusals']}" if f.get("refusals") else "")
     )
     if load is not None:
         d = load.db
@@ -560,7 +561,8 @@ def summarise(result: dict, args: argparse.Namespace) -> dict:
         out["sweep"] = {
             str(c): {"rps": round(load.figures["rps"], 1), "p99_ms": round(load.figures["p99_ms"], 2),
                      "max_ms": round(load.figures["max_ms"], 2), "timeouts": load.figures["timeouts"],
-                     "statuses": {str(k): v for k, v in load.figures["statuses"].items()}}
+                     "statuses": {str(k): v for k, v in load.figures["statuses"].items()},
+                     "refusals": load.figures.get("refusals", {})}
             for c, load in sweep.items()
         }
         out["max_latency_ms_by_connections"] = {str(c): round(load.figures["max_ms"], 2) for c, load in sweep.items()}
