@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
 import random
 import threading
 from dataclasses import dataclass, field
@@ -166,6 +167,10 @@ class Hospital:
         self.sessions: dict[str, Session] = {}
         self.locks: dict[int, Lock] = {}  # hold id → its lock (tombstones kept)
         self.registrations: dict[int, Registration] = {}  # hold id → its registration
+        # Indexes, so a lock costs the same after a day of release bursts as at 07:00: the holds
+        # that ever locked or registered each number, and live locks by expiry.
+        self._holds_of: dict[tuple[str, str], list[int]] = {}
+        self._expiries: list[tuple[dt.datetime, int]] = []
         self.cancelled_holds: set[int] = set()  # holds cancelled before any registration came
         self.cards: dict[tuple[str, str], dict[str, str]] = {}
         self.breaks: set[str] = set()
@@ -224,8 +229,10 @@ class Hospital:
 
     def _sweep(self, now: dt.datetime) -> None:
         """Locks lapse by themselves at expires_at; attendance moves as the day goes on."""
-        for lock in self.locks.values():
-            if lock.status == "live" and lock.expires_at <= now:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, hold_id = heapq.heappop(self._expiries)
+            lock = self.locks.get(hold_id)
+            if lock is not None and lock.status == "live" and lock.expires_at <= now:
                 lock.status = "expired"
                 self._touch(lock.session_code)
         if self.attendance_rate > 0:
@@ -255,13 +262,21 @@ class Hospital:
 
     def _holder(self, session_code: str, slot_code: str) -> tuple[str, int] | None:
         """("locked"|"booked", hold id) of whoever has the number, or None when it is free."""
-        for reg in self.registrations.values():
-            if reg.session_code == session_code and reg.slot_code == slot_code and reg.status != "cancelled":
+        holds = self._holds_of.get((session_code, slot_code), ())
+        for hold_id in holds:
+            reg = self.registrations.get(hold_id)
+            if reg is not None and reg.session_code == session_code and reg.slot_code == slot_code and reg.status != "cancelled":
                 return "booked", reg.hold_id
-        for lock in self.locks.values():
-            if lock.status == "live" and lock.session_code == session_code and lock.slot_code == slot_code:
+        for hold_id in holds:
+            lock = self.locks.get(hold_id)
+            if lock is not None and lock.status == "live" and lock.session_code == session_code and lock.slot_code == slot_code:
                 return "locked", lock.hold_id
         return None
+
+    def _on_number(self, session_code: str, slot_code: str, hold_id: int) -> None:
+        holds = self._holds_of.setdefault((session_code, slot_code), [])
+        if hold_id not in holds:
+            holds.append(hold_id)
 
     def _slot_state(self, session: Session, slot: Slot) -> str:
         if slot.offline:
@@ -361,6 +376,8 @@ class Hospital:
                 raise Refusal(409, Code.SLOT_TAKEN, f"the number is {holder[0]} for another hold")
             lock = Lock(lock_id=f"L{self.code}{self._next():08d}", hold_id=hold_id, session_code=session.code, slot_code=slot.code, expires_at=min(expires_at, now + dt.timedelta(seconds=MAX_LOCK_SECONDS)))
             self.locks[hold_id] = lock
+            self._on_number(session.code, slot.code, hold_id)
+            heapq.heappush(self._expiries, (lock.expires_at, hold_id))
             self._touch(session.code)
             return {"lock_id": lock.lock_id, "expires_at": iso(lock.expires_at)}
 
@@ -428,6 +445,7 @@ class Hospital:
                 out_trade_no=out_trade_no, patient_name=name, card_no=card,
             )
             self.registrations[hold_id] = reg
+            self._on_number(session.code, slot.code, hold_id)
             self._touch(session.code)
             return reg.answer()
 
