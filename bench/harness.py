@@ -4,6 +4,7 @@ exit handling (0 all held, 1 something was wrong, 2 the run could not be complet
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import json
@@ -142,9 +143,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both benchmarks share: the load generator, the server, the database."""
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    parser.add_argument("--threads", type=int, default=16, help="threads per worker (default 16, as guahao run; GUAHAO_ADMISSION_ACTIVE of them execute at once)")
+    parser.add_argument("--database-url", help="postgresql://… of a dedicated bench database (default: SQLite in a temp dir)")
+
+
+class ProcessGroup:
+    """A child started with `start_new_session=True` (`self.proc`, its output in `self.log`):
+    checked for life, and stopped with its whole group whatever happens."""
+
+    what = "a child process"
+    grace = 10.0  # seconds between SIGTERM and SIGKILL
+    proc: subprocess.Popen
+    log: Path
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise Aborted(f"{self.what} exited with {self.proc.returncode}\n{tail(self.log)}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        # Children left behind by a leader that died first (gunicorn's workers): the group is ours alone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class Server(ProcessGroup):
     """gunicorn as `guahao run` starts it (gthread workers), in a process group of its own: stopped
     by its id at the end, whatever happens."""
+
+    what = "gunicorn"
+    grace = 15.0
 
     def __init__(
         self, env: dict[str, str], port: int, log: Path, *, workers: int, threads: int, connections: int,
@@ -184,28 +223,14 @@ class Server:
             time.sleep(0.2)
         raise Aborted(f"gunicorn did not answer /healthz in time\n{tail(self.log)}")
 
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise Aborted(f"gunicorn exited with {self.proc.returncode}\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        # Workers left behind by a master that died first: the group is ours alone.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-class HisSimulator:
+class HisSimulator(ProcessGroup):
     """The project's HIS simulator (`python -m guahao.his.simulator`, empty: the bench makes its
     sessions through the control API) on a loopback port, in a process group of its own: stopped by
     its id at the end, whatever happens. The shared secret goes by environment, not on argv."""
+
+    what = "the HIS simulator"
 
     def __init__(self, env: dict[str, str], port: int, log: Path, *, hospital: str, secret: str) -> None:
         self.url = f"http://{HOST}:{port}"
@@ -254,21 +279,6 @@ class HisSimulator:
     def cpu_seconds(self) -> float:
         return cpu_seconds([self.proc.pid]).get(self.proc.pid, 0.0)
 
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise Aborted(f"the HIS simulator exited with {self.proc.returncode}\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 # --- CPU from /proc -------------------------------------------------------------------------------
