@@ -197,3 +197,18 @@ def payment_sandbox():
         os.environ["GUAHAO_PAY_SANDBOX_KEYS"] = str(keys_path)
         testing.use_payment_sandbox(gateway)
         yield gateway
+
+
+@pytest.fixture
+def fresh(settings):
+    """The release burst's one-second reuse as deployed (GUAHAO_FRESH_SECONDS=1; the suite runs with
+    it off): the schedule answers and the sold-out memory start empty and are emptied after."""
+    from guahao.booking.soldout import sold_out
+    from guahao.scheduling.api import answers
+
+    settings.FRESH_SECONDS = 1
+    answers.clear()
+    sold_out.clear()
+    yield
+    answers.clear()
+    sold_out.clear()

@@ -25,15 +25,6 @@ pytestmark = pytest.mark.django_db
 A_SECOND = dt.timedelta(seconds=1, milliseconds=1)
 
 
-@pytest.fixture
-def fresh(settings):
-    """The one-second reuse as deployed (the suite runs with it off)."""
-    settings.FRESH_SECONDS = 1
-    sold_out.clear()
-    yield
-    sold_out.clear()
-
-
 def test_a_number_seen_taken_is_refused_from_memory_without_a_query(world, fresh):
     first, second = make_account(), make_account()
     slot = world.session.slots.get(seq=1)

@@ -13,11 +13,9 @@ import pytest
 from guahao import clock
 from guahao.booking import services as booking
 from guahao.booking.models import Hold
-from guahao.booking.soldout import sold_out
 from guahao.booking.states import LIVE_HOLD_STATES
 from guahao.errors import Conflict
 from guahao.scheduling import services as scheduling
-from guahao.scheduling.api import answers
 from guahao.scheduling.models import ReleaseRule, Session, Slot
 from guahao.scheduling.selectors import booking_cutoff, free_slot_q, release_rule_for
 from guahao.testing import api_client, make_accounts, make_session
@@ -25,16 +23,6 @@ from guahao.testing import api_client, make_accounts, make_session
 pytestmark = pytest.mark.django_db
 
 A_SECOND = dt.timedelta(seconds=1, milliseconds=1)
-
-
-@pytest.fixture
-def fresh(settings):
-    settings.FRESH_SECONDS = 1
-    answers.clear()
-    sold_out.clear()
-    yield
-    answers.clear()
-    sold_out.clear()
 
 
 def _slots(session: Session) -> dict:
