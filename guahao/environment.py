@@ -62,6 +62,8 @@ class Deployment:
     sms_access_key_secret: str = ""
     sms_sign_name: str = ""
     sms_code_template: str = ""
+    data_keys: str = ""  # GUAHAO_DATA_KEYS / GUAHAO_INDEX_KEYS: key lists while keys rotate
+    index_keys: str = ""
 
     @classmethod
     def from_settings(cls, s: object) -> Deployment:
@@ -85,6 +87,8 @@ class Deployment:
             sms_access_key_secret=s.SMS_ACCESS_KEY_SECRET,
             sms_sign_name=s.SMS_SIGN_NAME,
             sms_code_template=s.SMS_CODE_TEMPLATE,
+            data_keys=getattr(s, "DATA_KEYS", ""),
+            index_keys=getattr(s, "INDEX_KEYS", ""),
         )
 
 
@@ -123,13 +127,16 @@ def problems(d: Deployment, known: list[Registry]) -> list[str]:
     if d.env == DEVELOPMENT:
         return found + _adapter_problems(d, known, production=False)
     found += _secret_key_problems(d.secret_key)
-    found += _hex_key_problems("GUAHAO_DATA_KEY", d.data_key, exact=32)
-    found += _hex_key_problems("GUAHAO_INDEX_KEY", d.index_key, exact=None)
-    if d.data_key and d.data_key.lower() == d.index_key.lower():
-        found.append(
-            "GUAHAO_INDEX_KEY 不能与 GUAHAO_DATA_KEY 相同 / "
-            "GUAHAO_INDEX_KEY must differ from GUAHAO_DATA_KEY"
-        )
+    if d.data_keys or d.index_keys:
+        found += _key_list_problems(d)
+    else:
+        found += _hex_key_problems("GUAHAO_DATA_KEY", d.data_key, exact=32)
+        found += _hex_key_problems("GUAHAO_INDEX_KEY", d.index_key, exact=None)
+        if d.data_key and d.data_key.lower() == d.index_key.lower():
+            found.append(
+                "GUAHAO_INDEX_KEY 不能与 GUAHAO_DATA_KEY 相同 / "
+                "GUAHAO_INDEX_KEY must differ from GUAHAO_DATA_KEY"
+            )
     found += _adapter_problems(d, known, production=True)
     found += _http_adapter_problems(d)
     found += _message_channel_problems(d)
@@ -155,6 +162,34 @@ def _secret_key_problems(key: str) -> list[str]:
 # A random 32-hex key has about 14 different digits; fewer than 8 happens by chance about once in
 # 27 million keys, but every time someone types 0000… or abab….
 _MIN_DISTINCT_HEX = 8
+
+
+def _key_list_problems(d: Deployment) -> list[str]:
+    """The same rules as for the single keys, for every key of GUAHAO_DATA_KEYS / _INDEX_KEYS."""
+    from guahao.keyring import KeyringError, combine
+
+    found: list[str] = []
+    lists = {}
+    for kind, text, single, exact in (
+        ("DATA", d.data_keys, d.data_key, 32),
+        ("INDEX", d.index_keys, d.index_key, None),
+    ):
+        setting = f"GUAHAO_{kind}_KEYS"
+        try:
+            entries = combine(setting, text, f"GUAHAO_{kind}_KEY", single)
+        except KeyringError as exc:
+            found.append(str(exc))
+            continue
+        if not entries:
+            found.append(f"{setting} 未设置 / {setting} is missing")
+        for kid, key in entries:
+            found += _hex_key_problems(f"{setting}[{kid}]", key, exact=exact)
+        lists[kind] = {key.lower() for _, key in entries}
+    if lists.get("DATA", set()) & lists.get("INDEX", set()):
+        found.append(
+            "索引密钥不能与数据密钥相同 / an index key must differ from every data key"
+        )
+    return found
 
 
 def _hex_key_problems(setting: str, key: str, *, exact: int | None) -> list[str]:

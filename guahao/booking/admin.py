@@ -56,8 +56,8 @@ def _personal_q(found: PersonalTerm, *, patient: str, account: str) -> Q:
     if found.kind == "id":
         return Q(**{f"{patient}__id_index__in": found.indexes})
     if found.kind == "phone":
-        return Q(**{f"{patient}__phone_index": found.indexes[0]}) | Q(**{f"{account}__phone_index": found.indexes[0]})
-    return Q(**{f"{patient}__name_index": found.indexes[0]})
+        return Q(**{f"{patient}__phone_index__in": found.indexes}) | Q(**{f"{account}__phone_index__in": found.indexes})
+    return Q(**{f"{patient}__name_index__in": found.indexes})
 
 
 def _visit(session) -> str:

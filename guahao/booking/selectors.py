@@ -4,7 +4,7 @@ and the doctors it has booked before (复诊)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.db import connection
@@ -209,31 +209,41 @@ def hold_counts(*, account: Account, now: dt.datetime, lock: bool = False) -> tu
     return live, today
 
 
-def patient_has_booking_in_session(*, patient_index: str, session_id: int, exclude_hold_id: int) -> bool:
+def _digests(patient_index: str | Sequence[str]) -> list[str]:
+    # One digest, or the person's digests under every index key while keys rotate.
+    return [patient_index] if isinstance(patient_index, str) else list(patient_index)
+
+
+def patient_has_booking_in_session(
+    *, patient_index: str | Sequence[str], session_id: int, exclude_hold_id: int
+) -> bool:
     """Whether the real person (by the ID's blind index, whichever account's record books them)
     already has a registration or a live hold in this session."""
     active = (RegistrationStatus.BOOKED, RegistrationStatus.CHECKED_IN, RegistrationStatus.VISITED)
+    digests = _digests(patient_index)
     # Holds first: a hold becomes a registration in one commit, so read in this order one of the
     # two queries sees it whenever that commit lands between them.
     if (
-        Hold.objects.filter(_live_q(clock.now()), patient__id_index=patient_index, session_id=session_id)
+        Hold.objects.filter(_live_q(clock.now()), patient__id_index__in=digests, session_id=session_id)
         .exclude(id=exclude_hold_id)
         .exists()
     ):
         return True
     return Registration.objects.filter(
-        patient__id_index=patient_index, session_id=session_id, status__in=active
+        patient__id_index__in=digests, session_id=session_id, status__in=active
     ).exists()
 
 
 def person_bookings_on(
-    *, hospital_id: int, patient_index: str, day: dt.date, now: dt.datetime, exclude_hold_id: int
+    *, hospital_id: int, patient_index: str | Sequence[str], day: dt.date, now: dt.datetime,
+    exclude_hold_id: int,
 ) -> list[int]:
     """The department of each booking the real person (whichever account's record books them)
     has at the hospital on visit date `day`: live holds with the person chosen and registrations
     not cancelled, each once (a hold and the registration it became are one booking)."""
+    digests = _digests(patient_index)
     holds = (
-        Hold.objects.filter(_live_q(now), patient__id_index=patient_index, session__hospital_id=hospital_id, session__date=day)
+        Hold.objects.filter(_live_q(now), patient__id_index__in=digests, session__hospital_id=hospital_id, session__date=day)
         .exclude(id=exclude_hold_id)
         .values_list("id", "session__department_id")
     )
@@ -242,7 +252,7 @@ def person_bookings_on(
     found = dict(holds)
     found.update(
         Registration.objects.filter(
-            patient__id_index=patient_index,
+            patient__id_index__in=digests,
             session__hospital_id=hospital_id,
             session__date=day,
             status__in=ACTIVE_REGISTRATION_STATES,

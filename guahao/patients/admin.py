@@ -24,9 +24,10 @@ from guahao.patients.idcard import age_on, normalize_id_number, validate_name, v
 from guahao.patients.models import Account, Patient, PatientAddAttempt, PatientCard
 
 
-def _phone_index_of(term: str) -> str | None:
+def _phone_index_of(term: str) -> list[str] | None:
+    # Every index key (current first): rows keep a retired key's digest until rotate-keys.
     try:
-        return pii.blind_index(validate_phone(term), purpose="phone")
+        return pii.blind_indexes(validate_phone(term), purpose="phone")
     except InvalidInput:
         return None
 
@@ -67,7 +68,7 @@ class AccountAdmin(ConsoleModelAdmin):
             return queryset, False  # no search: the whole list (and what an action selected)
         index = _phone_index_of(search_term)
         if index:
-            return queryset.filter(phone_index=index), False
+            return queryset.filter(phone_index__in=index), False
         if not search_term.strip().isdigit():
             return queryset.none(), False
         return super().get_search_results(request, queryset, search_term)
@@ -104,12 +105,12 @@ def _id_indexes_of(term: str) -> list[str]:
     number = normalize_id_number(term)
     if len(number) != 18:
         return []
-    return [pii.blind_index(f"{t}:{number}", purpose="id") for t in Patient.IdType.values]
+    return [d for t in Patient.IdType.values for d in pii.blind_indexes(f"{t}:{number}", purpose="id")]
 
 
-def _name_index_of(term: str) -> str | None:
+def _name_index_of(term: str) -> list[str] | None:
     try:
-        return pii.blind_index(validate_name(term), purpose="name")
+        return pii.blind_indexes(validate_name(term), purpose="name")
     except InvalidInput:
         return None
 
@@ -141,9 +142,9 @@ def personal_term(term: str) -> PersonalTerm | None:
     if _looks_like_id_number(term) and (ids := _id_indexes_of(term)):
         return PersonalTerm("id", "证件号码", tuple(ids), pii.mask_id_number(normalize_id_number(term)))
     if phone := _phone_index_of(term):
-        return PersonalTerm("phone", "手机号", (phone,), pii.mask_phone(term))
+        return PersonalTerm("phone", "手机号", tuple(phone), pii.mask_phone(term))
     if name := _name_index_of(term):
-        return PersonalTerm("name", "姓名", (name,), pii.mask_name(term))
+        return PersonalTerm("name", "姓名", tuple(name), pii.mask_name(term))
     return None
 
 
@@ -298,9 +299,9 @@ class PatientAdmin(ConsoleModelAdmin):
         if found.kind == "id":
             return queryset.filter(id_index__in=found.indexes), False
         if found.kind == "phone":
-            phone = found.indexes[0]
-            return queryset.filter(Q(phone_index=phone) | Q(account__phone_index=phone)), False
-        return queryset.filter(name_index=found.indexes[0]), False
+            phones = found.indexes
+            return queryset.filter(Q(phone_index__in=phones) | Q(account__phone_index__in=phones)), False
+        return queryset.filter(name_index__in=found.indexes), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # patients are added by their accounts, through real-name verification
@@ -337,7 +338,7 @@ class PatientAddAttemptAdmin(ConsoleModelAdmin):
         if ids := _id_indexes_of(term):
             return queryset.filter(id_index__in=ids), False
         if phone := _phone_index_of(term):
-            return queryset.filter(account__phone_index=phone), False
+            return queryset.filter(account__phone_index__in=phone), False
         if term.isdigit():
             return queryset.filter(account_id=int(term)), False
         try:

@@ -80,6 +80,11 @@ def identity_index(info: IdCardInfo) -> str:
     return pii.blind_index(f"{info.id_type}:{info.number}", purpose="id")
 
 
+def identity_indexes(info: IdCardInfo) -> list[str]:
+    """`identity_index` under every index key, current first: what lookups use while keys rotate."""
+    return pii.blind_indexes(f"{info.id_type}:{info.number}", purpose="id")
+
+
 def parse_id_number(
     id_number: str, *, id_type: str = IdType.RESIDENT, today: dt.date | None = None
 ) -> IdCardInfo:

@@ -33,7 +33,15 @@ def tokens_of(account: Account) -> QuerySet[AuthToken]:
 
 
 def account_for_phone(phone: str) -> Account | None:
-    return Account.objects.filter(phone_index=pii.blind_index(phone, purpose="phone")).first()
+    # Every index key: while keys rotate the account may still carry a retired key's digest.
+    return Account.objects.filter(phone_index__in=pii.blind_indexes(phone, purpose="phone")).first()
+
+
+def person_indexes(patient: Patient) -> list[str]:
+    """The blind index of the patient's real person (document type + number) under every index
+    key, current first: the records of one person may carry different keys' digests while keys
+    rotate, and the rules that follow the person must see all of them."""
+    return pii.blind_indexes(f"{patient.id_type}:{patient.id_number}", purpose="id")
 
 
 def patients_of(account: Account) -> QuerySet[Patient]:

@@ -27,7 +27,13 @@ from guahao.errors import (
 from guahao.limits import services as limits
 from guahao.limits.clientip import network_of
 from guahao.patients import captcha, realname, sms
-from guahao.patients.idcard import identity_index, parse_id_number, validate_name, validate_phone
+from guahao.patients.idcard import (
+    identity_index,
+    identity_indexes,
+    parse_id_number,
+    validate_name,
+    validate_phone,
+)
 from guahao.patients.models import (
     Account,
     AuthToken,
@@ -78,7 +84,9 @@ def send_sms_code(
     with transaction.atomic():
         _serialize_per_phone(phone_index)
         last = (
-            SmsCode.objects.filter(phone_index=phone_index).order_by("-created_at", "-id").first()
+            SmsCode.objects.filter(phone_index__in=_phone_indexes(phone))
+            .order_by("-created_at", "-id")
+            .first()
         )
         if last is not None and now - last.created_at < SMS_RESEND_INTERVAL:
             wait = _seconds_until(last.created_at + SMS_RESEND_INTERVAL, now)
@@ -87,7 +95,9 @@ def send_sms_code(
             )
         day_start = clock.at_local(clock.today(), dt.time.min)
         if (
-            SmsCode.objects.filter(phone_index=phone_index, created_at__gte=day_start).count()
+            SmsCode.objects.filter(
+                phone_index__in=_phone_indexes(phone), created_at__gte=day_start
+            ).count()
             >= SMS_DAILY_LIMIT
         ):
             raise RateLimited(
@@ -130,7 +140,9 @@ def login(*, phone: str, code: str, client_ip: str, user_agent: str = "") -> str
     now = clock.now()
     with transaction.atomic():
         latest = (
-            SmsCode.objects.filter(phone_index=phone_index).order_by("-created_at", "-id").first()
+            SmsCode.objects.filter(phone_index__in=_phone_indexes(phone))
+            .order_by("-created_at", "-id")
+            .first()
         )
         refusal = _refuse_code(latest, code, now)
         if refusal is None and latest is not None:
@@ -164,7 +176,7 @@ def _refuse_code(latest: SmsCode | None, code: str, now: dt.datetime) -> GuahaoE
         return _locked(latest, now)
     if latest.expires_at <= now:
         return InvalidInput("验证码已过期，请重新获取", code="sms_code_expired")
-    if hmac.compare_digest(latest.code_hash, _code_hash(latest.phone_index, code)):
+    if _code_matches(latest, code):
         return None
     counted = SmsCode.objects.filter(
         pk=latest.pk, used_at__isnull=True, failed_attempts__lt=SMS_MAX_WRONG_TRIES
@@ -266,6 +278,10 @@ def issue_token_for_phone(*, phone: str) -> str:
 
 
 def _account_for_phone(phone: str, phone_index: str) -> Account:
+    # Found under any index key (a retired key's digest until rotate-keys reaches the row).
+    found = Account.objects.filter(phone_index__in=_phone_indexes(phone)).first()
+    if found is not None:
+        return found
     account, created = Account.objects.get_or_create(
         phone_index=phone_index, defaults={"phone": phone}
     )
@@ -278,6 +294,16 @@ def _account_for_phone(phone: str, phone_index: str) -> Account:
 
 def _phone_index(phone: str) -> str:
     return pii.blind_index(phone, purpose="phone")
+
+
+def _phone_indexes(phone: str) -> list[str]:
+    return pii.blind_indexes(phone, purpose="phone")
+
+
+def _code_matches(sms_code: SmsCode, code: str) -> bool:
+    # Any index key: a code issued just before the index key changed still signs in.
+    digests = pii.blind_indexes(f"{sms_code.phone_index}:{code}", purpose="sms-code")
+    return any(hmac.compare_digest(sms_code.code_hash, digest) for digest in digests)
 
 
 def _code_hash(phone_index: str, code: str) -> str:
@@ -375,8 +401,9 @@ def _add_patient(
     if relation not in Patient.Relation.values:
         raise InvalidInput("与就诊人关系应为本人、配偶、子女、父母或其他", code="invalid_relation")
     id_index = identity_index(identity)
+    person = identity_indexes(identity)  # every index key: a duplicate under a retired key counts
     # Refusals that depend on this account's own list only, before the paid verification call.
-    _check_room(account=account, id_index=id_index, relation=relation)
+    _check_room(account=account, id_indexes=person, relation=relation)
     # Always verified, even if the person is on file under another account: whether anyone has
     # this ID must not change the answer or its timing (a name oracle otherwise).
     _verify_realname(name=name, id_type=identity.id_type, id_number=identity.number)
@@ -384,7 +411,7 @@ def _add_patient(
     with transaction.atomic():
         # Lock the account row: concurrent adds for one account queue here (count and 本人 rules).
         list(Account.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True))
-        _check_room(account=account, id_index=id_index, relation=relation)
+        _check_room(account=account, id_indexes=person, relation=relation)
         try:
             with transaction.atomic():
                 patient = Patient.objects.create(
@@ -446,9 +473,9 @@ def set_default_patient(*, account: Account, patient_id: int) -> Patient:
     return patient
 
 
-def _check_room(*, account: Account, id_index: str, relation: str) -> None:
+def _check_room(*, account: Account, id_indexes: list[str], relation: str) -> None:
     active = Patient.objects.filter(account=account, removed_at__isnull=True)
-    if active.filter(id_index=id_index).exists():
+    if active.filter(id_index__in=id_indexes).exists():
         raise Conflict("该就诊人已在您的就诊人列表中", code="patient_exists")
     if relation == Patient.Relation.SELF and active.filter(relation=Patient.Relation.SELF).exists():
         raise Conflict("每个账号只能添加一位“本人”", code="self_exists")

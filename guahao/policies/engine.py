@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 
 from django.db import connection
 from django.db.models import QuerySet
@@ -21,6 +22,7 @@ from guahao.booking.states import RegistrationStatus
 from guahao.catalog.models import Hospital
 from guahao.errors import Conflict, Forbidden
 from guahao.notifications.services import emit
+from guahao.patients.selectors import person_indexes
 from guahao.policies.models import Policy, Restriction
 from guahao.policies.selectors import active_restriction
 
@@ -72,7 +74,7 @@ _RESTRICTION_CODES = {
 }
 
 
-def check_not_restricted(*, hospital: Hospital, patient_index: str, today: dt.date) -> None:
+def check_not_restricted(*, hospital: Hospital, patient_index: str | Sequence[str], today: dt.date) -> None:
     """Raise Forbidden (the rule and until when) when the person is under a ban at the hospital."""
     restriction = active_restriction(hospital=hospital, patient_index=patient_index, today=today)
     if restriction is not None:
@@ -80,7 +82,7 @@ def check_not_restricted(*, hospital: Hospital, patient_index: str, today: dt.da
 
 
 def check_daily_limits(
-    *, hospital_id: int, patient_index: str, day: dt.date, department_id: int, department_name: str,
+    *, hospital_id: int, patient_index: str | Sequence[str], day: dt.date, department_id: int, department_name: str,
     exclude_hold_id: int, now: dt.datetime,
 ) -> None:
     """The per-person caps of one visit date: at most max_per_day bookings, and
@@ -120,16 +122,18 @@ def _ban_if_earned(
     if not limit:
         return None  # the hospital has switched this rule off
     hospital_id = registration.session.hospital_id
-    patient_index = registration.patient.id_index
+    # The person under every index key, current first (records may differ while keys rotate).
+    person = person_indexes(registration.patient)
+    patient_index = person[0]
     # One evaluation per person at a time: two events of one person committing together would
     # each miss the other's, and neither would ban.
     _advisory_lock(f"person-bans:{hospital_id}:{patient_index}")
     now = clock.now()
     counted = events.filter(
-        session__hospital_id=hospital_id, patient__id_index=patient_index, **{f"{at}__gte": now - dt.timedelta(days=window_days)}
+        session__hospital_id=hospital_id, patient__id_index__in=person, **{f"{at}__gte": now - dt.timedelta(days=window_days)}
     )
     last_ban = (
-        Restriction.objects.filter(hospital_id=hospital_id, patient_index=patient_index, rule=rule)
+        Restriction.objects.filter(hospital_id=hospital_id, patient_index__in=person, rule=rule)
         .order_by("-created_at")
         .values_list("created_at", flat=True)
         .first()

@@ -38,7 +38,7 @@ from guahao.his.base import HisRefused, HisTimeout, LockRequest
 from guahao.his.wire import Code as HisCode
 from guahao.notifications.services import emit
 from guahao.patients.models import Account
-from guahao.patients.selectors import get_patient_for_account
+from guahao.patients.selectors import get_patient_for_account, person_indexes
 from guahao.payments import selectors as payment_selectors
 from guahao.payments import services as payments
 from guahao.payments.channels import channel_labels
@@ -363,7 +363,9 @@ def confirm_hold(*, account: Account, hold_id: int, patient_id: int, channel: st
             notice_ids=[n.id for n in pending],
         )
     session = hold.session
-    policy_engine.check_not_restricted(hospital=hospital, patient_index=patient.id_index, today=clock.today())
+    # The person under every index key (current first), so rotating keys hides no booking or ban.
+    person = person_indexes(patient)
+    policy_engine.check_not_restricted(hospital=hospital, patient_index=person, today=clock.today())
     check_visitor(department=session.department, sex=patient.sex, birth_date=patient.birth_date, visit_date=session.date)
     # The condition on the row itself: any patient while HELD, the same one once PAYING.
     unchanged_patient = Q(state=HoldState.HELD) | Q(state=HoldState.PAYING, patient_id=patient.id)
@@ -372,14 +374,14 @@ def confirm_hold(*, account: Account, hold_id: int, patient_id: int, channel: st
         # One confirmation per real person and visit date at a time (by the person, not the
         # record: another account's record of them counts too), so two accounts confirming the
         # same person at once cannot both pass the checks below before either has written.
-        policy_engine.lock_person_on_date(patient_index=patient.id_index, day=session.date)
+        policy_engine.lock_person_on_date(patient_index=person[0], day=session.date)
         if selectors.patient_has_booking_in_session(
-            patient_index=patient.id_index, session_id=hold.session_id, exclude_hold_id=hold.id
+            patient_index=person, session_id=hold.session_id, exclude_hold_id=hold.id
         ):
             raise Conflict("该就诊人已预约本次出诊，请勿重复挂号", code="duplicate_booking")
         policy_engine.check_daily_limits(
             hospital_id=hospital.id,
-            patient_index=patient.id_index,
+            patient_index=person,
             day=session.date,
             department_id=session.department_id,
             department_name=session.department.name,
