@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run run-his prepare test lint install clean browser-deps bench-deps
+.PHONY: run run-his prepare test lint audit install clean browser-deps bench-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ run-his: prepare
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Known vulnerabilities in the installed dependencies (needs access to PyPI's JSON API or OSV).
+audit: $(STAMP)
+	$(BIN)/pip-audit --local --skip-editable
 
 test: $(STAMP) $(NODE_STAMP) browser-deps
 	$(BIN)/ruff check .

@@ -14,11 +14,23 @@ refusal costs a thread well under a millisecond. The line is as long as the spar
 default: quick answers (the schedule, the sold-out refusals) pass through it in a few
 milliseconds, and only a line of slow requests outlasts the wait.
 
+One client cannot take the permits of everyone else: a client (its bearer token, else its
+address) and its network (the /24 or /64 of its address) may each have at most ADMISSION_SHARE
+requests holding or waiting for a permit in this process; the next is refused at once, before it
+takes a permit or a place in the line. A script firing thousands of holds from one account, one
+address or a hundred accounts behind one /24 thus keeps at most that share of the permits busy,
+and its extra requests cost a refusal each, not a database round trip. Patients send one request
+at a time, so the share never touches them. Loopback peers (a local proxy whose X-Forwarded-For is
+not trusted, the tests' own client) are not told apart: they get no share limit.
+
 Exempt: health checks, /metrics, static files and payment providers' notifications (bounded by the
 number of payments, not by the crowd, and a refused one only delays a paid order's confirmation)."""
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import ipaddress
 import json
 import logging
 import threading
@@ -29,6 +41,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import escape
 from prometheus_client import Counter
+
+from guahao.limits.clientip import client_ip, network_of
 
 log = logging.getLogger("guahao.admission")
 
@@ -45,29 +59,62 @@ REFUSED = Counter(
 
 
 class Gate:
-    """At most `active` holders at once, and at most ADMISSION_QUEUE more waiting for a permit."""
+    """At most `active` holders at once, and at most ADMISSION_QUEUE more waiting for a permit;
+    each key (a client, a network) at most `share` of those holding or waiting."""
 
     def __init__(self, active: int) -> None:
         self.active = active
         self._permits = threading.BoundedSemaphore(active)
         self._lock = threading.Lock()
         self._waiting = 0
+        self._by_key: collections.Counter[str] = collections.Counter()
 
-    def enter(self, wait_seconds: float) -> bool:
-        if self._permits.acquire(blocking=False):
-            return True
-        with self._lock:
-            if self._waiting >= settings.ADMISSION_QUEUE:
-                return False  # the line is full: waiting would only delay the same answer
-            self._waiting += 1
+    def enter(self, wait_seconds: float, keys: tuple[str, ...] = (), share: int = 0) -> bool:
+        """Whether the caller got a permit. On True it must call `leave(keys)` with the same keys."""
+        if keys and not self._take_share(keys, share):
+            return False  # this client or network already has its share running or waiting
+        admitted = False
         try:
-            return self._permits.acquire(timeout=wait_seconds)
-        finally:
+            if self._permits.acquire(blocking=False):
+                admitted = True
+                return True
             with self._lock:
-                self._waiting -= 1
+                if self._waiting >= settings.ADMISSION_QUEUE:
+                    return False  # the line is full: waiting would only delay the same answer
+                self._waiting += 1
+            try:
+                admitted = self._permits.acquire(timeout=wait_seconds)
+                return admitted
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+        finally:
+            if not admitted:
+                self._give_back_share(keys)
 
-    def leave(self) -> None:
+    def leave(self, keys: tuple[str, ...] = ()) -> None:
         self._permits.release()
+        self._give_back_share(keys)
+
+    def leave_share(self, keys: tuple[str, ...]) -> None:
+        """The request ends after its permit went back early (`waiting_outside`)."""
+        self._give_back_share(keys)
+
+    def _take_share(self, keys: tuple[str, ...], share: int) -> bool:
+        with self._lock:
+            if share > 0 and any(self._by_key[key] >= share for key in keys):
+                return False
+            self._by_key.update(keys)
+            return True
+
+    def _give_back_share(self, keys: tuple[str, ...]) -> None:
+        if not keys:
+            return
+        with self._lock:
+            self._by_key.subtract(keys)
+            for key in keys:
+                if self._by_key[key] <= 0:
+                    del self._by_key[key]  # the table holds only who is in right now
 
 
 # One gate per process (per permit count, so a test may change the setting): every handler and
@@ -92,7 +139,8 @@ def waiting_outside() -> None:
     """The request is about to wait on an outside system (the HIS's lock call, ~20 ms or more):
     give its permit to the next request now. Permits bound the requests using the CPU; one
     waiting on a socket uses none, and the little left after the answer (one UPDATE, the response)
-    runs without a permit rather than queueing behind newcomers for one."""
+    runs without a permit rather than queueing behind newcomers for one. Its client keeps its
+    share until the request ends: a script must not double its share by waiting on the HIS."""
     gate = getattr(_held, "gate", None)
     if gate is not None:
         _held.gate = None
@@ -182,7 +230,8 @@ class AdmissionMiddleware:
         if active <= 0 or is_exempt(request.path):
             return self.get_response(request)
         gate = gate_for(active)
-        if not gate.enter(settings.ADMISSION_WAIT_MS / 1000):
+        keys = share_keys(request) if settings.ADMISSION_SHARE > 0 else ()
+        if not gate.enter(settings.ADMISSION_WAIT_MS / 1000, keys, settings.ADMISSION_SHARE):
             REFUSED.inc()
             shedding.refused(request.path)
             return busy_response(request)
@@ -192,4 +241,24 @@ class AdmissionMiddleware:
         finally:
             if _held.gate is not None:
                 _held.gate = None
-                gate.leave()
+                gate.leave(keys)
+            else:  # the permit went back in waiting_outside(); the share goes back now
+                gate.leave_share(keys)
+
+
+def share_keys(request: HttpRequest) -> tuple[str, ...]:
+    """Who a request counts against: its client (bearer token, else address) and its network.
+    Kept in this process's memory only; the token as a hash, never as sent."""
+    address = client_ip(request)
+    try:
+        if ipaddress.ip_address(address).is_loopback:
+            return ()
+    except ValueError:
+        return ()
+    authorization = request.headers.get("Authorization", "")
+    client = (
+        "token:" + hashlib.sha256(authorization.encode()).hexdigest()[:32]
+        if authorization.lower().startswith("bearer ")
+        else "ip:" + address
+    )
+    return (client, "net:" + network_of(address))

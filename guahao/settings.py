@@ -61,11 +61,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "guahao.csp.ContentSecurityPolicyMiddleware",  # outermost: every answer, early ones (429) too
+    # HSTS, nosniff, Referrer-Policy: on every answer too, the early 429s included.
+    "django.middleware.security.SecurityMiddleware",
     "guahao.metrics.RequestMetricsMiddleware",  # latency per route, the early 429s included
     "guahao.admission.AdmissionMiddleware",  # release bursts: 429 at once when every permit is taken
     "guahao.logs.RequestIdMiddleware",
     "guahao.limits.middleware.BrowseLimitMiddleware",
-    "django.middleware.security.SecurityMiddleware",
     "django.middleware.gzip.GZipMiddleware",  # patient pages weigh < 150 KB as transferred
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -82,6 +83,11 @@ MIDDLEWARE = [
     "guahao.web.errors.WebErrorMiddleware",  # patient pages: the error page, never a stack trace
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out sign-in into the lockout page
 ]
+
+# Set here rather than left to Django's default: no page's address (a search term, a hold id) is
+# sent to another site in the Referer. nosniff is Django's default, named for the same reason.
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # Behind an HTTPS-terminating proxy (production): secure cookies, HSTS, and trust its header.
 if _env_bool("GUAHAO_HTTPS", False):
@@ -129,10 +135,19 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
         "pool": {
             "min_size": int(os.environ.get("GUAHAO_DB_POOL_MIN", "2")),
             "max_size": int(os.environ.get("GUAHAO_DB_POOL_MAX", "20")),
-            "timeout": 30,
+            # While the database is down (a restart) a request waits at most this long for a
+            # connection and is answered 503, instead of hanging for the pool's default 30 s.
+            "timeout": float(os.environ.get("GUAHAO_DB_POOL_TIMEOUT", "3")),
+            # The pool reconnects with doubling pauses (1, 2, 4 … s) until this many seconds have
+            # passed, then starts afresh on the next request: after a long outage it is back within
+            # seconds of the database, not after a pause as long as the outage.
+            "reconnect_timeout": 5,
         },
     }
     _db["CONN_MAX_AGE"] = 0
+    # A restart kills every idle pooled connection: with the pool, Django then has psycopg_pool
+    # check each one before handing it out, so the first requests after it do not fail on one.
+    _db["CONN_HEALTH_CHECKS"] = True
     _db["TEST"] = {"NAME": f"test_guahao{_TEST_SUFFIX}"}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -208,6 +223,10 @@ OTP_TOTP_ISSUER = os.environ.get("GUAHAO_CONSOLE_TOTP_ISSUER", "挂号管理后�
 # set both (see README, "Configuration").
 DATA_KEY = os.environ.get("GUAHAO_DATA_KEY", "")
 INDEX_KEY = os.environ.get("GUAHAO_INDEX_KEY", "")
+# Rotation: "id:hex,id:hex", the first current, the rest retired but still read (guahao/keyring.py,
+# docs/operations.md "Rotating the personal-data keys"); the single keys above are key "1".
+DATA_KEYS = os.environ.get("GUAHAO_DATA_KEYS", "")
+INDEX_KEYS = os.environ.get("GUAHAO_INDEX_KEYS", "")
 
 # --- adapters ---------------------------------------------------------------------------------
 
@@ -223,6 +242,9 @@ SMS_CODE_TEMPLATE = os.environ.get("GUAHAO_SMS_CODE_TEMPLATE", "")  # the sign-i
 # The worker: one scheduler among all processes holds a lease in the database for this long and
 # renews it every pass; when its process dies another worker takes over after at most this time.
 SCHEDULER_LEASE_SECONDS = int(os.environ.get("GUAHAO_SCHEDULER_LEASE_SECONDS", "30"))
+# How long a worker's claim on one outbox event lasts: an event whose worker died is handled by
+# another after this time. Keep it well above the slowest handler (its outside calls' timeouts).
+EVENT_LEASE_SECONDS = int(os.environ.get("GUAHAO_EVENT_LEASE_SECONDS", "60"))
 # Which scheduled jobs run (names in guahao/notifications/scheduler.py); unset means all of them.
 SCHEDULER_JOBS = (
     [name.strip() for name in os.environ["GUAHAO_SCHEDULER_JOBS"].split(",") if name.strip()]
@@ -275,6 +297,9 @@ ADMISSION_WAIT_MS = int(os.environ.get("GUAHAO_ADMISSION_WAIT_MS", "50"))
 # that `guahao run` starts beyond the permits (16 − 4).
 ADMISSION_QUEUE = int(os.environ.get("GUAHAO_ADMISSION_QUEUE", "12"))
 ADMISSION_RETRY_AFTER = int(os.environ.get("GUAHAO_ADMISSION_RETRY_AFTER", "1"))  # seconds
+# Requests one client (bearer token, else address) or one /24 may have holding or waiting for a
+# permit in a process; the next is refused at once, so a flood cannot take every permit. 0 = off.
+ADMISSION_SHARE = int(os.environ.get("GUAHAO_ADMISSION_SHARE", "2"))
 # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
 TRUSTED_PROXIES = [p for p in os.environ.get("GUAHAO_TRUSTED_PROXIES", "").split(",") if p.strip()]
 # Who may read /metrics (addresses or networks, comma-separated); anyone else gets 404.

@@ -9,10 +9,10 @@ pypinyin's segmentation does. Surnames read differently from the same character 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
-
-from pypinyin import Style, lazy_pinyin, load_phrases_dict
+from collections.abc import Callable
 
 # Phrases in department names whose reading pypinyin must not guess: (phrase, one reading per
 # character). Loaded once into pypinyin's (process-wide) phrase dictionary.
@@ -71,7 +71,17 @@ SURNAMES: dict[str, str] = {
     "句": "gou",
 }
 
-load_phrases_dict({phrase: [[s] for s in reading.split()] for phrase, reading in DEPARTMENT_PHRASES.items()})
+
+@functools.cache
+def _pinyin() -> Callable[[str], list[str]]:
+    """pypinyin, loaded when a name is first romanized: its dictionaries take over a second to load,
+    which every process start (a restart after a crash too) would pay, while requests only need
+    search_key and has_chinese."""
+    from pypinyin import Style, lazy_pinyin, load_phrases_dict
+
+    load_phrases_dict({phrase: [[s] for s in reading.split()] for phrase, reading in DEPARTMENT_PHRASES.items()})
+    return functools.partial(lazy_pinyin, style=Style.NORMAL)
+
 
 _HAN = r"\u3400-\u9fff\uf900-\ufaff"
 _RUNS = re.compile(f"[{_HAN}]+|[^{_HAN}]+")
@@ -90,7 +100,7 @@ def _items(text: str) -> list[tuple[str, bool]]:
     items: list[tuple[str, bool]] = []
     for run in _RUNS.findall(_normal(text)):
         if has_chinese(run):
-            items.extend((s, True) for s in lazy_pinyin(run, style=Style.NORMAL) if s)
+            items.extend((s, True) for s in _pinyin()(run) if s)
         else:
             items.extend((s, False) for s in _LATIN.findall(run))
     return items

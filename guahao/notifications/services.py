@@ -7,6 +7,7 @@ import logging
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 
 from guahao import clock
@@ -23,7 +24,7 @@ def emit(topic: str, **payload: Any) -> OutboxEvent:
 
 # A claim covers one event at a time, and an event's handler makes at most a few outside calls,
 # each with its own timeout well under this lease: a claim cannot lapse while it is being worked.
-EVENT_LEASE = dt.timedelta(seconds=60)
+EVENT_LEASE = dt.timedelta(seconds=settings.EVENT_LEASE_SECONDS)
 
 _CLAIM_NEXT_PG = """
 UPDATE notifications_outboxevent SET claimed_until = %(until)s, claim_token = %(token)s

@@ -141,3 +141,98 @@ def test_a_burst_of_refusals_logs_one_warning(busy, caplog, monkeypatch):
 def test_zero_permits_turns_admission_control_off(busy, settings):
     settings.ADMISSION_ACTIVE = 0
     assert Client().get("/api/v1/_test/quick").status_code == 200
+
+
+# --- one client's share ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_running(settings):
+    """Permits to spare (four), a share of one, and one request of a client (a bearer token, on
+    100.64.7.10) executing until the test ends."""
+    for name, setting in ADMISSION.items():
+        setattr(settings, name, setting)
+    settings.ADMISSION_ACTIVE = 4
+    settings.ADMISSION_SHARE = 1
+    entered.clear()
+    release.clear()
+    answers: list[int] = []
+    flooder = Client(REMOTE_ADDR="100.64.7.10", HTTP_AUTHORIZATION="Bearer flooder-token")
+    holder = threading.Thread(target=lambda: answers.append(flooder.post("/api/v1/_test/block").status_code))
+    holder.start()
+    assert entered.wait(timeout=10), "the blocking request never started"
+    yield answers
+    release.set()
+    holder.join(timeout=10)
+
+
+def test_a_client_with_its_share_running_is_refused_at_once_though_permits_are_free(one_running):
+    again = Client(REMOTE_ADDR="100.64.7.10", HTTP_AUTHORIZATION="Bearer flooder-token")
+    started = time.perf_counter()
+    response = again.post("/api/v1/_test/quick")
+    assert response.status_code == 429
+    assert time.perf_counter() - started < 1.0
+    assert response.json() == {"code": "busy", "message": BUSY_MESSAGE}
+    assert response["Retry-After"] == "1"
+
+
+def test_the_same_account_from_another_address_is_the_same_client(one_running):
+    elsewhere = Client(REMOTE_ADDR="100.70.1.2", HTTP_AUTHORIZATION="Bearer flooder-token")
+    assert elsewhere.post("/api/v1/_test/quick").status_code == 429
+
+
+def test_another_account_behind_the_same_24_shares_its_networks_share(one_running):
+    neighbour = Client(REMOTE_ADDR="100.64.7.99", HTTP_AUTHORIZATION="Bearer other-token")
+    assert neighbour.post("/api/v1/_test/quick").status_code == 429
+
+
+def test_other_patients_pass_while_one_client_has_its_share(one_running):
+    for n in range(3):
+        patient = Client(REMOTE_ADDR=f"100.65.{n}.1", HTTP_AUTHORIZATION=f"Bearer patient-{n}")
+        assert patient.post("/api/v1/_test/quick").status_code == 200
+
+
+def test_the_share_comes_back_when_the_request_ends(one_running):
+    release.set()
+    deadline = time.monotonic() + 5
+    while one_running == [] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert one_running == [200]
+    again = Client(REMOTE_ADDR="100.64.7.10", HTTP_AUTHORIZATION="Bearer flooder-token")
+    assert again.post("/api/v1/_test/quick").status_code == 200
+
+
+def test_without_a_token_the_address_is_the_client(one_running, settings):
+    settings.ADMISSION_SHARE = 2  # the network has room for one more: only the address is full
+    browser = Client(REMOTE_ADDR="100.64.7.10")
+    assert browser.post("/api/v1/_test/quick").status_code == 200  # not the token's client
+    entered.clear()
+    second = threading.Thread(target=lambda: browser.post("/api/v1/_test/block"))
+    second.start()
+    try:
+        assert entered.wait(timeout=10)
+        # The address has two running (the token's and this one): its share of two is taken.
+        assert Client(REMOTE_ADDR="100.64.7.10").post("/api/v1/_test/quick").status_code == 429
+    finally:
+        release.set()
+        second.join(timeout=10)
+
+
+def test_loopback_clients_and_a_share_of_zero_are_not_limited(one_running, settings):
+    assert Client().post("/api/v1/_test/quick").status_code == 200  # 127.0.0.1: not told apart
+    settings.ADMISSION_SHARE = 0
+    again = Client(REMOTE_ADDR="100.64.7.10", HTTP_AUTHORIZATION="Bearer flooder-token")
+    assert again.post("/api/v1/_test/quick").status_code == 200
+
+
+def test_a_share_given_back_early_with_the_permit_is_not_lost():
+    gate = admission.Gate(2)
+    keys = ("token:x", "net:100.64.7.0/24")
+    assert gate.enter(0.01, keys, share=1)
+    assert not gate.enter(0.01, keys, share=1)
+    gate.leave()  # waiting_outside: the permit goes back, the share stays until the request ends
+    assert not gate.enter(0.01, keys, share=1)
+    gate.leave_share(keys)
+    assert gate.enter(0.01, keys, share=1)
+    gate.leave(keys)
+    assert gate._by_key == {}

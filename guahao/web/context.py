@@ -16,8 +16,11 @@ def web(request: HttpRequest) -> dict:
     path = request.path
     if path.startswith(("/api/", "/admin/")):
         return {}
+    from guahao.web.errors import DATABASE_UNAVAILABLE
     from guahao.web.hospital import current_hospital
 
+    if getattr(request, DATABASE_UNAVAILABLE, False):  # the error page of a database failure
+        return {"elder": request.COOKIES.get(ELDER_COOKIE) == "1", "hospital": None, "account": None, "unread_messages": 0}
     try:
         hospital = current_hospital(request)
     except Exception:  # noqa: BLE001 - no hospital configured yet: pages still render

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
@@ -18,8 +19,16 @@ log = logging.getLogger(__name__)
 _NOT_WEB = ("/api/", "/admin/", "/captcha/", "/static/", "/healthz")
 
 
+# Set on a request whose database query failed: its error page asks the database nothing more
+# (each further try would wait for the connection pool's timeout again).
+DATABASE_UNAVAILABLE = "guahao_database_unavailable"
+
+
 def _service_phone(request: HttpRequest) -> str:
     from guahao.web.hospital import current_hospital
+
+    if getattr(request, DATABASE_UNAVAILABLE, False):
+        return ""
 
     try:
         return current_hospital(request).service_phone
@@ -61,6 +70,11 @@ class WebErrorMiddleware:
             return error_page(request, NotFound("页面不存在或已下线"), status=404)
         if isinstance(exception, PermissionDenied):
             return error_page(request, GuahaoError("无权访问此页面"), status=403)
+        if isinstance(exception, OperationalError):
+            # The database is restarting or refused us: nothing was written; a refresh will do.
+            log.warning("database unavailable", extra={"path": request.path, "error": str(exception)[:200]})
+            setattr(request, DATABASE_UNAVAILABLE, True)
+            return error_page(request, GuahaoError("系统繁忙，请稍后重试", code="database_unavailable"), status=503)
         log.exception("web page failed", extra={"path": request.path})
         return error_page(
             request, GuahaoError("页面出错了，请刷新后重试；如仍有问题请联系医院客服", code="server_error"), status=500

@@ -49,12 +49,15 @@ class Command(BaseCommand):
             children.append(self._start_his_demo(python, his_simulator, bind))
         # No gunicorn access log: query strings may carry search terms; RequestIdMiddleware logs
         # each request as JSON with its path only. The config module only adds the metrics hook.
+        # No control socket: gunicorn's default lives at one path in the home directory, which
+        # several servers on one machine (N processes behind nginx) would fight over.
         env = self._metrics_env()
         self._warn_without_spare_threads(threads)
         web = subprocess.Popen(
             [python, "-m", "gunicorn", "guahao.wsgi:application", "-c", "python:guahao.gunicorn_conf",
              "--bind", bind, "--workers", str(workers), "--threads", str(threads),
-             "--worker-connections", WORKER_CONNECTIONS, "--backlog", BACKLOG, "--keep-alive", KEEP_ALIVE],
+             "--worker-connections", WORKER_CONNECTIONS, "--backlog", BACKLOG, "--keep-alive", KEEP_ALIVE,
+             "--no-control-socket"],
             env=env,
         )
         worker = subprocess.Popen([python, "-m", "guahao.cli", "worker"], env=env)
