@@ -33,7 +33,42 @@ _DEVELOPMENT_NOTE = (
 )
 _development = settings.ENV == DEVELOPMENT
 
-api = NinjaAPI(
+# The one error shape of every operation (see the handlers below), in the published schema: any
+# operation may answer 4xx (bad input, sign-in, not found, state, limits) or 503 (database or an
+# outside system briefly unavailable) with it.
+_ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {"type": "string", "description": "稳定的错误代码，如 validation_error、slot_taken"},
+        "message": {"type": "string", "description": "给用户看的中文说明"},
+        "fields": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "参数有误时：各字段应满足的条件",
+        },
+    },
+}
+_ERROR_RESPONSES: dict[str | int, str] = {
+    "4XX": "请求有误（错误代码与中文说明）",
+    503: "系统或医院系统暂时无法响应，请稍后重试",
+}
+
+
+class GuahaoAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict | None = None):
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for status, description in _ERROR_RESPONSES.items():
+                    operation["responses"].setdefault(status, {"description": description, "content": error})
+        return schema
+
+
+api = GuahaoAPI(
     renderer=ChineseJSONRenderer(),
     title="guahao 挂号 API" + ("（开发模式）" if _development else ""),
     version="1",

@@ -29,7 +29,9 @@ class SlotOut(Schema):
     window_end: dt.datetime
 
 
-class SessionOut(Schema):
+# Not "SessionOut": the schedule's SessionOut has that name in the published schema, and two
+# schemas of one name would be published as one.
+class BookedSessionOut(Schema):
     id: int
     date: dt.date
     period: str
@@ -59,7 +61,7 @@ class HoldOut(Schema):
     state: HoldState
     state_label: str
     slot: SlotOut
-    session: SessionOut
+    session: BookedSessionOut
     fee_fen: int
     expires_at: dt.datetime
     remaining_seconds: int
@@ -133,7 +135,7 @@ class RegistrationOut(Schema):
     status_label: str
     patient: PatientBrief
     slot: SlotOut
-    session: SessionOut
+    session: BookedSessionOut
     fee_fen: int
     booked_at: dt.datetime
     cancelled_at: dt.datetime | None

@@ -15,13 +15,25 @@ log = logging.getLogger("guahao.payments.api")
 
 router = Router(tags=["支付"])
 
+# Each provider's own reply form: WeChat reads the status and a JSON {code, message}, Alipay the
+# plain-text body "success" or "fail"; an unknown merchant gets plain text.
+_PROVIDER_REPLY = {
+    "application/json": {
+        "schema": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}
+    },
+    "text/plain": {"schema": {"type": "string"}},
+}
+_REPLIES = {200: "已收到", 400: "通知无效（支付宝）", 401: "验签失败（微信支付）", 404: "未知商户"}
+
 
 @router.post(
     "/notify/{provider_name}/{merchant_key}",
     auth=None,
-    response={200: str, 400: str, 401: str, 404: str},
     summary="支付机构异步通知（支付成功、退款结果）",
-    openapi_extra={"requestBody": {"content": {"application/json": {}, "application/x-www-form-urlencoded": {}}}},
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {}, "application/x-www-form-urlencoded": {}}},
+        "responses": {status: {"description": text, "content": _PROVIDER_REPLY} for status, text in _REPLIES.items()},
+    },
 )
 def notify(request: HttpRequest, provider_name: str, merchant_key: str) -> HttpResponse:
     """Called by the payment provider, not by patients: the signature is the authentication. The

@@ -154,3 +154,24 @@ def test_a_doctor_no_longer_working_is_not_offered_again(world, booker):
 
 def test_recent_doctors_needs_sign_in(db):
     assert api_client().get("/api/v1/doctors/recent").status_code == 401
+
+
+# --- the published schema -------------------------------------------------------------------------
+
+
+def test_the_published_schema_of_a_holds_session_is_the_one_it_answers_with(world, booker):
+    # The booking and the schedule answers both had a "SessionOut"; the schema published one of
+    # them for both, so a client generated from it expected a hold's session without its hospital.
+    account, _ = booker
+    hold = services.hold_slot(account=account, slot_id=world.session.slots.get(seq=1).id)
+    me = api_client(account)
+    published = me.get("/api/v1/openapi.json").json()
+    schemas = published["components"]["schemas"]
+    answer = me.get(f"/api/v1/holds/{hold.id}").json()
+    for name in ("HoldOut", "RegistrationOut"):
+        session = schemas[schemas[name]["properties"]["session"]["$ref"].rsplit("/", 1)[-1]]
+        assert set(session["required"]) == set(answer["session"])
+    slots = published["paths"]["/api/v1/sessions/{session_id}/slots"]["get"]["responses"]["200"]
+    slots_schema = schemas[slots["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]]
+    schedule_session = schemas[slots_schema["properties"]["session"]["$ref"].rsplit("/", 1)[-1]]
+    assert "remaining" in schedule_session["required"]

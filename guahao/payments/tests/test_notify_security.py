@@ -170,3 +170,13 @@ def test_a_notification_posted_to_another_merchants_url_is_refused(paid, booking
     payment.refresh_from_db()
     assert payment.state == Payment.State.CREATED
     assert accepted(payment.provider, client_send(url, headers, body))
+
+
+def test_the_published_schema_describes_the_replies_providers_get(client):
+    # It said every reply was a JSON string; WeChat gets a JSON object, Alipay plain text.
+    published = client.get("/api/v1/openapi.json").json()
+    responses = published["paths"]["/api/v1/payments/notify/{provider_name}/{merchant_key}"]["post"]["responses"]
+    for status in ("200", "400", "401", "404"):
+        content = responses[status]["content"]
+        assert content["text/plain"]["schema"] == {"type": "string"}
+        assert content["application/json"]["schema"]["type"] == "object"
