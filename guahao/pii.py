@@ -79,7 +79,8 @@ def keyrings() -> tuple[Keyring, Keyring]:
 
 @receiver(setting_changed)
 def _forget_keys(*, setting: str, **kwargs: object) -> None:
-    if setting in {"DATA_KEY", "DATA_KEYS", "INDEX_KEY", "INDEX_KEYS", "ENV", "VAR_DIR"}:
+    # Only the key settings: a test that switches ENV to production keeps the keys it had.
+    if setting in {"DATA_KEY", "DATA_KEYS", "INDEX_KEY", "INDEX_KEYS"}:
         keyrings.cache_clear()
 
 

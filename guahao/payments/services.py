@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 
 from guahao import clock
 from guahao.errors import Conflict, InvalidInput, NotFound, UpstreamUnavailable
@@ -241,7 +242,9 @@ def refresh_payment(*, payment_id: int) -> bool:
         Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(state=Payment.State.CLOSED)
     if status.state != "SUCCESS":
         return False
-    return _settle_from_query(payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id)
+    return _settle_from_query(
+        payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id, paid_at=status.paid_at
+    )
 
 
 def record_notification(*, provider_name: str, merchant_key: str, headers: dict[str, str], body: bytes) -> RecordedNotification:
@@ -343,7 +346,7 @@ def submit_refund(*, refund_id: int) -> None:
     if answer.state == "SUCCESS" and answer.amount_fen == refund.amount_fen:
         # Alipay refunds synchronously: settled now, as its notification would.
         with transaction.atomic():
-            _settle_refund(refund_id=refund.id)
+            _settle_refund(refund_id=refund.id, succeeded_at=answer.succeeded_at)
     elif answer.state == "ABNORMAL":
         _fail_refund(refund, error="ABNORMAL: the bank rejected the refund")
 
@@ -371,7 +374,7 @@ def poll_processing_refunds(*, limit: int = 100) -> int:
         if status is not None and status.state == "SUCCESS":
             if status.amount_fen == refund.amount_fen:
                 with transaction.atomic():
-                    _settle_refund(refund_id=refund.id)
+                    _settle_refund(refund_id=refund.id, succeeded_at=status.succeeded_at)
                 continue
             log.error("refund amount differs at the provider", extra={"refund_id": refund.id})
         elif status is not None and status.state == "ABNORMAL":
@@ -467,7 +470,7 @@ def confirm_not_refunded_at_provider(*, refund_no: str) -> None:
         raise Conflict("暂时无法向支付机构确认该退款的状态，请稍后重试", code="refund_status_unknown") from exc
     if status.state == "SUCCESS":
         with transaction.atomic():
-            _settle_refund(refund_id=refund.id)
+            _settle_refund(refund_id=refund.id, succeeded_at=status.succeeded_at)
         raise Conflict("支付机构显示该退款已经成功，已更新为已退款，无需线下退回", code="refund_succeeded_at_provider")
     if status.state != "ABNORMAL":
         raise Conflict("支付机构显示该退款仍在处理中，请稍后再看", code="refund_processing_at_provider")
@@ -499,7 +502,7 @@ def _record_trade_paid(*, provider_name: str, merchant_key: str, note: Notificat
         raise MismatchedNotification(
             f"order {payment.out_trade_no}: paid {note.amount_fen} fen, the order is {payment.amount_fen} fen"
         )
-    newly = _mark_paid(payment_id=payment.id, transaction_id=note.transaction_id)
+    newly = _mark_paid(payment_id=payment.id, transaction_id=note.transaction_id, paid_at=note.paid_at)
     return RecordedNotification(kind="trade", payment_id=payment.id, refund_id=None, newly_settled=newly)
 
 
@@ -517,22 +520,29 @@ def _record_refund_news(*, provider_name: str, note: Notification) -> RecordedNo
     if note.state != "SUCCESS":
         _fail_refund(refund, error=f"{note.state}: the provider could not pay the refund out")
         return RecordedNotification(kind="refund", payment_id=payment.id, refund_id=refund.id, newly_settled=False)
-    newly = _settle_refund(refund_id=refund.id)
+    newly = _settle_refund(refund_id=refund.id, succeeded_at=note.succeeded_at)
     return RecordedNotification(
         kind="refund", payment_id=refund.payment_id, refund_id=refund.id, newly_settled=bool(newly)
     )
 
 
-def _settle_refund(*, refund_id: int) -> bool:
+def _settle_refund(*, refund_id: int, succeeded_at: dt.datetime | None = None) -> bool:
     """PROCESSING or FAILED → SUCCEEDED once, adding to the payment's refunded amount, with its
     "refund.succeeded" event; call inside the recording transaction. FAILED too: the provider's word
     on where the money is wins over our earlier reading. Locks the payment before the refund (the
-    lock order in docs/operations.md)."""
+    lock order in docs/operations.md). `succeeded_at` is the provider's moment (its bill's day), as
+    for _mark_paid."""
+    now = clock.now()
     refund = Refund.objects.get(id=refund_id)
     Payment.objects.select_for_update().filter(id=refund.payment_id).first()
     newly = Refund.objects.filter(
         id=refund.id, state__in=[Refund.State.PROCESSING, Refund.State.FAILED]
-    ).update(state=Refund.State.SUCCEEDED, succeeded_at=clock.now(), next_query_at=None)
+    ).update(
+        state=Refund.State.SUCCEEDED,
+        # The provider states whole seconds: never before we asked, never after now.
+        succeeded_at=max(refund.created_at, min(succeeded_at, now)) if succeeded_at is not None else now,
+        next_query_at=None,
+    )
     if newly:
         counted = Payment.objects.filter(
             id=refund.payment_id, refunded_fen__lte=F("amount_fen") - refund.amount_fen
@@ -553,20 +563,31 @@ def _settle_refund(*, refund_id: int) -> bool:
     return bool(newly)
 
 
-def _mark_paid(*, payment_id: int, transaction_id: str) -> bool:
+def _mark_paid(*, payment_id: int, transaction_id: str, paid_at: dt.datetime | None = None) -> bool:
     """CREATED or CLOSED → PAID once (a closed order can still have been paid just before), with its
-    "payment.paid" event in the same transaction."""
+    "payment.paid" event in the same transaction. `paid_at` is the provider's moment of payment:
+    the day its bill lists the trade, which reconciliation compares with ours (we may learn of it
+    after midnight); our clock when the provider did not say (never later than now)."""
+    now = clock.now()
     with transaction.atomic():
         updated = Payment.objects.filter(
             id=payment_id, state__in=[Payment.State.CREATED, Payment.State.CLOSED]
         ).update(
-            state=Payment.State.PAID, paid_at=clock.now(), provider_trade_no=transaction_id, next_poll_at=None
+            state=Payment.State.PAID,
+            # The provider states whole seconds: never before the order, never after now.
+            paid_at=Greatest(F("created_at"), Value(min(paid_at, now))) if paid_at is not None else now,
+            provider_trade_no=transaction_id,
+            next_poll_at=None,
         )
         if updated:
             emit("payment.paid", payment_id=payment_id)
     if updated:
         log.info("payment paid", extra={"payment_id": payment_id})
     return bool(updated)
+
+
+# The providers' "no such order" answers to a query (WeChat Pay v3, Alipay).
+ORDER_NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS", "ACQ.TRADE_NOT_EXIST"})
 
 
 def _close_or_settle(payment: Payment) -> bool:
@@ -583,14 +604,20 @@ def _close_or_settle(payment: Payment) -> bool:
             status = gateway.query_order(payment.out_trade_no)
         except ProviderTimeout as exc:
             raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
-        except ProviderRefused:
+        except ProviderRefused as exc:
+            if exc.code not in ORDER_NOT_FOUND:
+                # Refused for another reason: nothing is known, and the close was refused perhaps
+                # because it is paid. Marking it closed could leave a paid order unsettled.
+                raise UpstreamUnavailable(PROVIDER_UNAVAILABLE, code="payment_unavailable") from exc
             # The provider knows no such order (its opening never arrived): nothing can be paid on
             # it. A notification arriving all the same still settles it (CLOSED → PAID).
             log.warning("order neither closable nor found; marked closed", extra={"payment_id": payment.id})
             Payment.objects.filter(id=payment.id, state=Payment.State.CREATED).update(state=Payment.State.CLOSED)
             return True
         if status.state == "SUCCESS":
-            _settle_from_query(payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id)
+            _settle_from_query(
+                payment, amount_fen=status.amount_fen, transaction_id=status.transaction_id, paid_at=status.paid_at
+            )
             return False
         if status.state != "CLOSED":
             log.warning("provider refused to close an unpaid order", extra={"payment_id": payment.id})
@@ -601,14 +628,16 @@ def _close_or_settle(payment: Payment) -> bool:
     return True
 
 
-def _settle_from_query(payment: Payment, *, amount_fen: int, transaction_id: str) -> bool:
+def _settle_from_query(
+    payment: Payment, *, amount_fen: int, transaction_id: str, paid_at: dt.datetime | None = None
+) -> bool:
     if amount_fen != payment.amount_fen:
         log.error(
             "paid amount differs from the order; an operator must check it",
             extra={"payment_id": payment.id, "expected_fen": payment.amount_fen, "provider_fen": amount_fen},
         )
         return False
-    return _mark_paid(payment_id=payment.id, transaction_id=transaction_id)
+    return _mark_paid(payment_id=payment.id, transaction_id=transaction_id, paid_at=paid_at)
 
 
 def _new_out_trade_no() -> str:

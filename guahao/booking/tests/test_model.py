@@ -1,14 +1,19 @@
 """A model-based test of the money paths: Hypothesis drives the real services (on SQLite and on
 PostgreSQL) through sequences of patient actions, provider and HIS behaviour, lost and duplicated
-messages, clock moves, workers and 停诊 that nobody wrote down by hand. After every step the
-invariants hold; at the end, once the clock has passed every deadline and the workers have
-drained, every paid payment is settled: registered or refunded in full, never both, never neither.
+messages, clock moves, workers and 停诊 that nobody wrote down by hand, together with the rules
+around them: visiting patients added through real-name verification (which may refuse or be
+down), the daily reconciliation against both providers' bills run at any moment, visit times
+passing, the no-show job and the bans it and staff impose. After every step the invariants hold;
+at the end, once the clock has passed every deadline and the workers have drained, every paid
+payment is settled: registered or refunded in full, never both, never neither, and reconciling
+every day of the example finds no difference about any of its orders.
 
 Each example runs inside a savepoint that is rolled back afterwards, so examples never see each
 other's rows; the payment sandbox gateway outlives them, but every example's orders have numbers of
-their own. The provider calls go through the real adapters to the gateway, wrapped so that they fail
-on demand (FaultyProvider). Real thread concurrency is proven in test_races.py; here two workers
-interleave event by event.
+their own, and every example runs days after the one before (the clock moved on), so that a day's
+bill at the sandbox holds that example's trades only. The provider calls go through the real
+adapters to the gateway, wrapped so that they fail on demand (FaultyProvider). Real thread
+concurrency is proven in test_races.py; here two workers interleave event by event.
 
 Profiles (guahao/conftest.py): 300 examples by default; GUAHAO_HYPOTHESIS_PROFILE=long runs 5,000.
 """
@@ -19,7 +24,9 @@ import contextlib
 import datetime as dt
 
 import pytest
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -42,18 +49,28 @@ from guahao.his import services as his_services
 from guahao.his.simulated import SimulatedHis
 from guahao.ledger import STRUCTURAL_KINDS, find_violations
 from guahao.notifications import services as outbox
+from guahao.patients import services as patient_services
+from guahao.patients.models import Patient
+from guahao.patients.realname import sandbox as realname_sandbox
+from guahao.payments import reconciliation
 from guahao.payments import services as payments
-from guahao.payments.models import Payment, Refund
+from guahao.payments.models import Discrepancy, Payment, ReconciliationRun, Refund
 from guahao.payments.providers import ALIPAY
 from guahao.payments.providers.base import PaymentProvider
 from guahao.payments.providers.faulty import FaultyProvider
 from guahao.payments.sandbox import TradeClosed, TradeNotFound
+from guahao.policies import services as policies
+from guahao.policies.models import Policy, Restriction
+from guahao.policies.selectors import active_restriction
 from guahao.scheduling.models import Session, Slot
 from guahao.scheduling.services import suspend_session
 from guahao.testing import (
+    PATIENT_NAMES,
     client_send,
     deliver_notifications,
     make_account,
+    make_id_number,
+    make_ip,
     make_session,
     open_pay_page,
     pay_at_provider,
@@ -70,6 +87,30 @@ LIVE = (HoldState.HELD, HoldState.PAYING)
 CLOCK_STEPS = [dt.timedelta(seconds=s) for s in (20, 70, 5 * 60, 11 * 60, 3600)]
 HIS_FAULTS = ["refuse", "timeout", "lost_reply"]
 PROVIDER_FAULTS = ["refuse", "timeout", "lost_reply"]
+# Each example starts this many days after the one before (and the first this far after today),
+# longer than an example can last, so the sandbox's bill of any of its days holds only its trades.
+DAYS_PER_EXAMPLE = 5
+FIRST_DAY = dt.timedelta(days=400)
+# Whom an account tries to add as a visiting patient, and what the real-name sandbox answers:
+# (kind, name, id number or None for a fresh one, whether the identity checks out).
+_ON_FILE_ID, _ON_FILE_NAME = next(iter(realname_sandbox.ON_FILE.items()))
+IDENTITIES = [
+    ("new", "赵六", None, True),
+    ("on_file", _ON_FILE_NAME, _ON_FILE_ID, True),
+    ("name_mismatch", "王芳" + realname_sandbox.MISMATCH_MARK, None, False),
+    ("not_their_id", "王芳", _ON_FILE_ID, False),
+    ("not_on_file", "周杰", sorted(realname_sandbox.NOT_ON_FILE)[0], False),
+]
+# The model's hospital: one no-show bans (for 90 days), two own cancels ban (for 30).
+NO_SHOW_LIMIT, CANCEL_LIMIT = 1, 2
+# Registration states a no-show must never come from.
+NEVER_NO_SHOW_AFTER = {RegistrationStatus.REFUNDING, RegistrationStatus.CANCELLED}
+MONEY_FINDINGS = {
+    Discrepancy.Kind.PROVIDER_ONLY,
+    Discrepancy.Kind.OURS_ONLY,
+    Discrepancy.Kind.AMOUNT_DIFFERS,
+    Discrepancy.Kind.STATUS_DIFFERS,
+}
 
 
 class SharedFaults(FaultyProvider):
@@ -93,7 +134,9 @@ class _Context:
     his: SimulatedHis
     provider_faults: FaultQueue
     examples = 0  # examples run to their end
+    machines = 0  # examples started (each on days of its own)
     settled = {"registered": 0, "refunded": 0}  # paid payments seen settled, over all examples
+    seen: dict[str, int] = {}  # how often the run met the rules around booking (printed)
 
 
 def _swallow(call, *errors: type[BaseException]):
@@ -114,6 +157,10 @@ class BookingMachine(RuleBasedStateMachine):
         self._stack = contextlib.ExitStack()
         self._savepoint = transaction.savepoint()
         ctx = _Context
+        ctx.machines += 1
+        self._stack.enter_context(
+            clock.travel(FIRST_DAY + dt.timedelta(days=DAYS_PER_EXAMPLE * ctx.machines))
+        )
         ctx.his.clear_faults()
         ctx.his.locks.clear()
         ctx.his.registrations.clear()
@@ -121,9 +168,11 @@ class BookingMachine(RuleBasedStateMachine):
         self.pay_urls: dict[str, str] = {}  # each order's pay page, as the patient was given it
         self.sessions = [
             make_session(ctx.department, doctor=ctx.doctor, slots=3, per_window=3, fee_fen=2500),
+            # The day after: still bookable once the first session's visit time has passed.
             make_session(
                 ctx.department,
                 doctor=ctx.doctor,
+                day=clock.today() + dt.timedelta(days=2),
                 slots=2,
                 per_window=1,
                 fee_fen=1000,
@@ -132,9 +181,16 @@ class BookingMachine(RuleBasedStateMachine):
         ]
         self.slots = list(Slot.objects.filter(session__in=self.sessions).order_by("id"))
         self.people = []
+        # Each account's visiting patients, the first made verified by the factory, the others
+        # added through the real-name check; and every patient record that passed it.
+        self.patients: dict[int, list[Patient]] = {}
         for name in ("张三", "李四", "王五"):
             account = make_account()
-            self.people.append((account, ready_to_book(account, ctx.hospital, name=name)))
+            patient = ready_to_book(account, ctx.hospital, name=name)
+            self.people.append((account, patient))
+            self.patients[account.id] = [patient]
+        self.verified_ids = {p.id for _, p in self.people}
+        self.seen_statuses: dict[int, set[str]] = {}  # registration id → every status it had
 
     def teardown(self) -> None:
         try:
@@ -186,12 +242,14 @@ class BookingMachine(RuleBasedStateMachine):
             else (None, None)
         )
 
-    @rule(hold_id=holds, channel=st.sampled_from(["wechat", "alipay"]))
-    def confirm(self, hold_id, channel):
+    @rule(hold_id=holds, channel=st.sampled_from(["wechat", "alipay"]), pick=st.integers(0, 2))
+    def confirm(self, hold_id, channel, pick=0):
         hold, account = self._owner(hold_id)
         if hold:
-            patient = next(p for a, p in self.people if a.id == account.id)
-            _swallow(
+            mine = self.patients[account.id]
+            patient = mine[pick % len(mine)]
+            banned = self._banned(patient)
+            confirmed = _swallow(
                 lambda: services.confirm_hold(
                     account=account,
                     hold_id=hold.id,
@@ -200,6 +258,49 @@ class BookingMachine(RuleBasedStateMachine):
                     insurance=False,
                 )
             )
+            if banned:  # a banned person gets no booking: refused before anything is attached
+                assert confirmed is None, f"{patient.name} confirmed while banned"
+                _Context.seen["refused_while_banned"] += 1
+
+    def _banned(self, patient: Patient) -> bool:
+        return (
+            active_restriction(
+                hospital=_Context.hospital, patient_index=patient.id_index, today=clock.today()
+            )
+            is not None
+        )
+
+    # --- visiting patients and their real-name check ----------------------------------------------
+
+    @rule(
+        who=st.integers(0, 2),
+        identity=st.sampled_from(IDENTITIES),
+        verifier_down=st.booleans(),
+    )
+    def add_patient(self, who, identity, verifier_down):
+        # Through the real service and the real-name verifier, which may refuse the identity or
+        # not answer at all; only an identity it confirmed becomes a patient one can book for.
+        account, _ = self.people[who]
+        kind, name, id_number, checks_out = identity
+        PATIENT_NAMES.add(name)  # the run's log must not hold it in clear either
+        with realname_sandbox.outage() if verifier_down else contextlib.nullcontext():
+            added = _swallow(
+                lambda: patient_services.add_patient(
+                    account=account,
+                    name=name,
+                    id_type=Patient.IdType.RESIDENT,
+                    id_number=id_number or make_id_number(),
+                    phone="13900000000",
+                    relation=Patient.Relation.OTHER,
+                    client_ip=make_ip(),
+                )
+            )
+        _Context.seen["patient_added" if added else "patient_refused"] += 1
+        if added is not None:
+            assert checks_out and not verifier_down, f"{kind} added without passing real-name"
+            assert added.verified_at is not None
+            self.patients[account.id].append(added)
+            self.verified_ids.add(added.id)
 
     @rule(hold_id=holds)
     def pay(self, hold_id):
@@ -340,6 +441,64 @@ class BookingMachine(RuleBasedStateMachine):
             session=Session.objects.get(id=self.sessions[session].id), reason="医生临时停诊"
         )
 
+    # --- visit times, no-shows, bans ------------------------------------------------------------
+
+    @rule(session=st.integers(0, 1))
+    def visit_time_passes(self, session):
+        # The clock moves past the session's end and the no-show grace (no-shows become due).
+        ends = Session.objects.get(id=self.sessions[session].id).ends_at
+        policy = Policy.objects.get(hospital=_Context.hospital)
+        due = ends + dt.timedelta(minutes=policy.no_show_grace_minutes + 1) - clock.now()
+        if due > dt.timedelta(0):
+            self._stack.enter_context(clock.travel(due))
+
+    @rule()
+    def no_show_job_runs(self):
+        _Context.seen["no_shows"] += policies.mark_no_shows(now=clock.now())
+        policies.end_restrictions(today=clock.today())
+
+    @rule(who=st.integers(0, 2), days=st.integers(0, 2))
+    def staff_ban(self, who, days):
+        _, patient = self.people[who]
+        policies.restrict_patient(
+            hospital=_Context.hospital,
+            id_type=patient.id_type,
+            id_number=patient.id_number,
+            reason="多次恶意锁号",
+            until=clock.today() + dt.timedelta(days=days),
+            created_by="staff",
+        )
+
+    @rule(index=st.integers(0, 3))
+    def staff_lifts_a_ban(self, index):
+        bans = list(Restriction.objects.filter(lifted_at__isnull=True).order_by("id"))
+        if bans:
+            policies.lift_restriction(
+                restriction_id=bans[index % len(bans)].id, lifted_by="staff", reason="核实后解除"
+            )
+
+    # --- reconciliation --------------------------------------------------------------------------
+
+    @rule(days_back=st.sampled_from([0, 1]))
+    def reconciliation_runs(self, days_back):
+        # The daily job reconciles yesterday; finance may run any day, today's unfinished one too.
+        # It only reports: it never moves money, a payment, a refund or a registration.
+        before = self._money_state()
+        runs = reconciliation.run_day(day=clock.today() - dt.timedelta(days=days_back))
+        assert self._money_state() == before
+        if days_back:
+            assert all(run.status == ReconciliationRun.Status.OK for run in runs), [
+                run.error for run in runs
+            ]
+
+    def _money_state(self):
+        return (
+            list(Payment.objects.order_by("id").values_list("id", "state", "refunded_fen")),
+            list(Refund.objects.order_by("id").values_list("id", "state")),
+            list(Registration.objects.order_by("id").values_list("id", "status")),
+            list(Hold.objects.order_by("id").values_list("id", "state")),
+        )
+
     # --- invariants after every step -------------------------------------------------------------
 
     @invariant()
@@ -351,7 +510,20 @@ class BookingMachine(RuleBasedStateMachine):
         broken = [v for v in find_violations() if v.kind in STRUCTURAL_KINDS]
         assert broken == [], broken
 
-    # --- the end: every deadline passes, everything drains -------------------------------------------
+    @invariant()
+    def only_verified_unbanned_people_book(self):
+        # Real-name: every patient on a hold (so on a registration, which takes its hold's
+        # patient) passed the real-name check.
+        unverified = Q(patient__verified_at__isnull=True) | ~Q(patient_id__in=self.verified_ids)
+        assert not Hold.objects.filter(patient__isnull=False).filter(unverified).exists()
+        # No-shows: never marked on a registration that was being refunded or was cancelled.
+        for reg_id, status in Registration.objects.values_list("id", "status"):
+            seen = self.seen_statuses.setdefault(reg_id, set())
+            seen.add(status)
+            if status == RegistrationStatus.NO_SHOW:
+                assert not seen & NEVER_NO_SHOW_AFTER, (reg_id, seen)
+
+    # --- the end: every deadline passes, everything drains --------------------------------------
 
     def _anything_pending(self) -> bool:
         return (
@@ -398,17 +570,49 @@ class BookingMachine(RuleBasedStateMachine):
         )
         assert _Context.his.active_registrations() == ours
         assert find_violations() == []
+        self._reconcile_every_day()
         _Context.examples += 1
+
+    def _reconcile_every_day(self) -> None:
+        """Once every day of the example is over, reconciling each of them against both
+        providers' bills finds no open difference about any of its orders or refunds."""
+        first_order = Payment.objects.order_by("created_at").values_list("created_at", flat=True)
+        if not first_order:
+            return  # no order, no trade at either provider: nothing to reconcile
+        day, last_day = clock.local(first_order[0]).date(), clock.today()
+        self._stack.enter_context(clock.travel(dt.timedelta(days=1)))
+        ours = list(Payment.objects.values_list("out_trade_no", flat=True))
+        while day <= last_day:
+            before = self._money_state()
+            runs = reconciliation.run_day(day=day)
+            assert self._money_state() == before
+            assert all(run.status == ReconciliationRun.Status.OK for run in runs), [
+                run.error for run in runs
+            ]
+            day += dt.timedelta(days=1)
+        open_findings = list(
+            Discrepancy.objects.filter(
+                resolved_at__isnull=True, kind__in=MONEY_FINDINGS, out_trade_no__in=ours
+            ).values_list("day", "kind", "out_trade_no", "out_refund_no", "detail")
+        )
+        assert open_findings == [], open_findings
 
 
 def outbox_pending() -> bool:
     from guahao.notifications.models import OutboxEvent
 
-    return OutboxEvent.objects.filter(processed_at__isnull=True).exists()
+    # A scheduled job's own run is enqueued every period: not something left to settle.
+    return OutboxEvent.objects.filter(processed_at__isnull=True).exclude(topic="job.run").exists()
 
 
 def test_every_paid_payment_ends_registered_or_refunded(world, monkeypatch):
     loosen_caps(world.hospital)
+    Policy.objects.filter(hospital=world.hospital).update(
+        no_show_limit=NO_SHOW_LIMIT, cancel_limit=CANCEL_LIMIT
+    )
+    # The workers' scheduler runs the no-show job and the end of bans, as in production (the
+    # daily reconciliation is a rule of its own, and runs for every day at the end).
+    monkeypatch.setattr(settings, "SCHEDULER_JOBS", ["no_shows", "restrictions"])
     _Context.hospital, _Context.department, _Context.doctor = (
         world.hospital,
         world.department,
@@ -419,8 +623,11 @@ def test_every_paid_payment_ends_registered_or_refunded(world, monkeypatch):
     monkeypatch.setattr(his_services, "adapter", lambda: _Context.his)
     wrap_provider(monkeypatch, lambda real: SharedFaults(real, _Context.provider_faults))
     _Context.examples, _Context.settled = 0, {"registered": 0, "refunded": 0}
+    _Context.seen = dict.fromkeys(
+        ("patient_added", "patient_refused", "refused_while_banned", "no_shows"), 0
+    )
     run_state_machine_as_test(BookingMachine)
     # The run explored what it should: the profile's examples, and paid orders ending both ways.
     assert _Context.examples >= hypothesis_settings().max_examples
     assert _Context.settled["registered"] > 0 and _Context.settled["refunded"] > 0, _Context.settled
-    print(f"\n{_Context.examples} examples; paid payments settled: {_Context.settled}")
+    print(f"\n{_Context.examples} examples; settled: {_Context.settled}; met: {_Context.seen}")

@@ -35,6 +35,7 @@ from guahao.payments.providers.base import (
     ProviderTimeout,
     RefundStatus,
     TradeStatus,
+    provider_time,
 )
 from guahao.payments.providers.replay import MAX_SKEW, remember_nonce
 from guahao.payments.reconciliation.bills import BillError, fen_of, yuan_of
@@ -116,7 +117,11 @@ class AlipayProvider:
         else:
             state = "NOTPAY"
         return TradeStatus(
-            out_trade_no, state, _fen(answer.get("total_amount", "0")), answer.get("trade_no", "")
+            out_trade_no,
+            state,
+            _fen(answer.get("total_amount", "0")),
+            answer.get("trade_no", ""),
+            paid_at=provider_time(answer.get("send_pay_date")),
         )
 
     def close_order(self, out_trade_no: str) -> None:
@@ -139,7 +144,9 @@ class AlipayProvider:
             refund_reason=reason[:80],
         )
         if answer.get("fund_change") == "Y":
-            return RefundStatus(out_refund_no, "SUCCESS", amount_fen)
+            return RefundStatus(
+                out_refund_no, "SUCCESS", amount_fen, succeeded_at=provider_time(answer.get("gmt_refund_pay"))
+            )
         # "N": this number was refunded before, or the money did not move: ask.
         return self.query_refund(out_refund_no, out_trade_no=out_trade_no)
 
@@ -157,7 +164,12 @@ class AlipayProvider:
             if answer.get("refund_status", "REFUND_SUCCESS") == "REFUND_SUCCESS"
             else "PROCESSING"
         )
-        return RefundStatus(out_refund_no, state, _fen(answer.get("refund_amount", "0")))
+        return RefundStatus(
+            out_refund_no,
+            state,
+            _fen(answer.get("refund_amount", "0")),
+            succeeded_at=provider_time(answer.get("gmt_refund_pay")) if state == "SUCCESS" else None,
+        )
 
     # --- notifications --------------------------------------------------------------------------
 
@@ -196,6 +208,7 @@ class AlipayProvider:
                 transaction_id=trade_no,
                 out_refund_no=data["out_biz_no"],
                 cumulative=True,
+                succeeded_at=provider_time(data.get("gmt_refund")),
             )
         if data.get("trade_status") in ("TRADE_SUCCESS", "TRADE_FINISHED"):
             return Notification(
@@ -203,6 +216,7 @@ class AlipayProvider:
                 out_trade_no,
                 _fen(data.get("total_amount", ""), bad=BadNotification),
                 trade_no,
+                paid_at=provider_time(data.get("gmt_payment")),
             )
         return Notification("ignored", out_trade_no, 0, trade_no)
 

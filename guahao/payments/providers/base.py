@@ -67,6 +67,8 @@ class TradeStatus:
     state: str  # NOTPAY / SUCCESS / CLOSED
     amount_fen: int
     transaction_id: str
+    # When the provider says it was paid (its bill lists the trade on that day); None if unsaid.
+    paid_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class RefundStatus:
     out_refund_no: str
     state: str  # PROCESSING / SUCCESS / ABNORMAL (the bank rejected it: an operator must act)
     amount_fen: int
+    # When the provider says the refund succeeded (its bill's day); None if unsaid.
+    succeeded_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,25 @@ class Notification:
     state: str = "SUCCESS"
     # Alipay states the total refunded so far on the trade, not this refund's amount.
     cumulative: bool = False
+    # For a trade: when the provider says it was paid; for a refund, when it succeeded. None if
+    # unsaid.
+    paid_at: dt.datetime | None = None
+    succeeded_at: dt.datetime | None = None
+
+
+_BEIJING = dt.timezone(dt.timedelta(hours=8))
+
+
+def provider_time(text: object) -> dt.datetime | None:
+    """A provider's timestamp: WeChat's RFC 3339 ('2018-06-08T10:34:56+08:00') or Alipay's Beijing
+    'yyyy-MM-dd HH:mm:ss'. None when absent or not a time (it is then not relied on)."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_BEIJING)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from guahao.payments.providers.base import (
     ProviderTimeout,
     RefundStatus,
     TradeStatus,
+    provider_time,
 )
 from guahao.payments.providers.replay import check_timestamp, remember_nonce
 
@@ -146,6 +147,7 @@ class WechatPayProvider:
             state=_TRADE_STATES.get(trade.get("trade_state", ""), "NOTPAY"),
             amount_fen=int((trade.get("amount") or {}).get("total") or 0),
             transaction_id=trade.get("transaction_id", ""),
+            paid_at=provider_time(trade.get("success_time")),
         )
 
     def close_order(self, out_trade_no: str) -> None:
@@ -211,6 +213,7 @@ class WechatPayProvider:
                 out_trade_no=resource.get("out_trade_no", ""),
                 amount_fen=int((resource.get("amount") or {}).get("total") or 0),
                 transaction_id=resource.get("transaction_id", ""),
+                paid_at=provider_time(resource.get("success_time")),
             )
         if event.startswith("REFUND."):
             return Notification(
@@ -220,6 +223,7 @@ class WechatPayProvider:
                 transaction_id=resource.get("transaction_id", ""),
                 out_refund_no=resource.get("out_refund_no", ""),
                 state=_REFUND_STATES.get(resource.get("refund_status", ""), "ABNORMAL"),
+                succeeded_at=provider_time(resource.get("success_time")),
             )
         return Notification("ignored", resource.get("out_trade_no", ""), 0, "")
 
@@ -321,6 +325,7 @@ def _refund_status(answer: dict, out_refund_no: str) -> RefundStatus:
         out_refund_no=answer.get("out_refund_no", out_refund_no),
         state=_REFUND_STATES.get(answer.get("status", ""), "PROCESSING"),
         amount_fen=int((answer.get("amount") or {}).get("refund") or 0),
+        succeeded_at=provider_time(answer.get("success_time")),
     )
 
 
