@@ -18,8 +18,9 @@ from guahao.booking import services as booking
 from guahao.booking.tests.conftest import World, confirmed, ready_to_book
 from guahao.environment import PRODUCTION, Deployment, problems
 from guahao.errors import Conflict, Forbidden
-from guahao.patients import selectors, services, sms
+from guahao.patients import selectors, services
 from guahao.patients.models import Account, Patient
+from guahao.patients.tests.conftest import SmsOutbox, sms_outbox  # noqa: F401 (the fixture)
 from guahao.policies.services import restrict_patient
 from guahao.testing import (
     make_account,
@@ -35,21 +36,6 @@ from guahao.testing import (
 OLD_DATA, OLD_INDEX = "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 NEW_DATA, NEW_INDEX = "1234567890abcdef0fedcba987654321", "fedcba98765432100123456789abcdef"
 IP = "198.51.100.61"
-
-
-class Outbox:
-    def __init__(self) -> None:
-        self.codes: dict[str, str] = {}
-
-    def send_code(self, phone: str, code: str) -> None:
-        self.codes[phone] = code
-
-
-@pytest.fixture
-def outbox(monkeypatch: pytest.MonkeyPatch) -> Outbox:
-    box = Outbox()
-    monkeypatch.setattr(sms, "sender", lambda: box)
-    return box
 
 
 @pytest.fixture
@@ -75,9 +61,9 @@ def raw(model: type, pk: int, column: str) -> str:
         return cursor.fetchone()[0]
 
 
-def sign_in(outbox: Outbox, phone: str) -> Account:
+def sign_in(outbox: SmsOutbox, phone: str) -> Account:
     services.send_sms_code(phone=phone, client_ip=IP)
-    token = services.login(phone=phone, code=outbox.codes[phone], client_ip=IP)
+    token = services.login(phone=phone, code=outbox.last_code(phone), client_ip=IP)
     return selectors.account_for_token(token)
 
 
@@ -135,11 +121,11 @@ def test_old_rows_stay_readable_and_new_rows_are_written_with_the_new_keys(setti
 @pytest.mark.django_db
 @pytest.mark.parametrize("phase", ["before", "during", "after"])
 def test_sign_in_duplicate_checks_and_bans_hold_across_a_rotation(
-    settings, old_keys, outbox, phase
+    settings, old_keys, sms_outbox, phase  # noqa: F811 (the fixture imported above)
 ):
     world = make_world()
     phone, number = make_phone(), make_id_number()
-    first = sign_in(outbox, phone)
+    first = sign_in(sms_outbox, phone)
     theirs = ready_to_book(first, world.hospital, name="孙三")
     booked = confirmed(world, first, theirs)  # the person holds number 1 under the old keys
     banned_number = make_id_number()
@@ -160,7 +146,7 @@ def test_sign_in_duplicate_checks_and_bans_hold_across_a_rotation(
     # Signing in again finds the same account, whichever key its phone digest is under.
     assert selectors.account_for_phone(phone) == first
     with clock.travel(dt.timedelta(seconds=61)):  # past the resend interval
-        assert sign_in(outbox, phone) == first
+        assert sign_in(sms_outbox, phone) == first
     assert Account.objects.count() == 2
     # Adding the same person twice to one account is still refused.
     with pytest.raises(Conflict) as exists:
@@ -191,15 +177,15 @@ def test_sign_in_duplicate_checks_and_bans_hold_across_a_rotation(
 
 @pytest.mark.django_db
 def test_a_sign_in_code_sent_just_before_the_index_key_changed_still_works(
-    settings, old_keys, outbox
+    settings, old_keys, sms_outbox  # noqa: F811 (the fixture imported above)
 ):
     phone = make_phone()
-    account = sign_in(outbox, phone)
+    account = sign_in(sms_outbox, phone)
     with clock.travel(dt.timedelta(seconds=61)):
         services.send_sms_code(phone=phone, client_ip="198.51.100.62")
 
         new_keys(settings)
-        token = services.login(phone=phone, code=outbox.codes[phone], client_ip="198.51.100.62")
+        token = services.login(phone=phone, code=sms_outbox.last_code(phone), client_ip="198.51.100.62")
 
     assert selectors.account_for_token(token) == account
 
